@@ -1,0 +1,162 @@
+"""PipeMaxConfig: every PipeMax option, validated once, frozen, passed whole.
+
+Three ways in, one object out:
+    CLI      python -m pipemax_sglang.launch_server ... --pipemax-selector greedy
+    kwargs   pipemax_sglang.Engine(..., pipemax_selector="greedy", disable_pipemax=False)
+    env      PIPEMAX_CONFIG (JSON) in each spawned SGLang scheduler process
+The entry points build it BEFORE any SGLang process starts; a bad value, or a bad combination
+with SGLang's own arguments, raises ConfigError with a one-line reason (the CLI exits 2 with it).
+
+No sglang or torch import here: the launcher validates flags in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+SELECTORS = ("greedy", "fcfs", "shortest", "oldest", "none")
+_KWARG_PREFIX = "pipemax_"
+_DISABLE = "disable_pipemax"
+
+
+class ConfigError(ValueError):
+    """A PipeMax option, or its combination with SGLang's arguments, is invalid."""
+
+
+@dataclass(frozen=True)
+class PipeMaxConfig:
+    # --disable-pipemax: stock SGLang through the same entry points (side-by-side baselines).
+    enabled: bool = True
+    # Host (CPU) KV capacity for parked requests, per PP stage: at most one of the two.
+    host_kv_gb: float | None = None
+    host_kv_tokens: int | None = None
+    # Which policy picks the requests that rejoin a micro-batch (core/ selectors).
+    selector: str = "greedy"
+    # Fraction of each prefetch budget held back for misprediction of step and link times.
+    budget_margin: float = 0.1
+    # Throttle host<->device copies to this many GB/s per direction (CPU runs: makes the
+    # budget bind as PCIe would). None: no throttle.
+    emulate_link_gbps: float | None = None
+    # Write each stage's batch composition per step to status_dir (tests check PP agreement).
+    record_batches: bool = False
+    # Where each scheduler process writes its status JSON; set by the entry points.
+    status_dir: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        def bad(flag: str, why: str) -> ConfigError:
+            return ConfigError(f"--pipemax-{flag} {why}")
+
+        if self.host_kv_gb is not None and self.host_kv_tokens is not None:
+            raise ConfigError("--pipemax-host-kv-gb and --pipemax-host-kv-tokens are exclusive: give one")
+        if self.host_kv_gb is not None and not (math.isfinite(self.host_kv_gb) and self.host_kv_gb > 0):
+            raise bad("host-kv-gb", f"must be a positive number of GB, got {self.host_kv_gb}")
+        if self.host_kv_tokens is not None and self.host_kv_tokens <= 0:
+            raise bad("host-kv-tokens", f"must be a positive token count, got {self.host_kv_tokens}")
+        if self.selector not in SELECTORS:
+            raise bad("selector", f"must be one of {', '.join(SELECTORS)}, got {self.selector!r}")
+        if not (0.0 <= self.budget_margin < 1.0):
+            raise bad("budget-margin", f"must be in [0, 1), got {self.budget_margin}")
+        if self.emulate_link_gbps is not None and not (
+            math.isfinite(self.emulate_link_gbps) and self.emulate_link_gbps > 0
+        ):
+            raise bad("emulate-link-gbps", f"must be a positive number of GB/s, got {self.emulate_link_gbps}")
+        if not self.enabled:
+            changed = [f.name for f in _USER_FIELDS if f.name != "enabled" and getattr(self, f.name) != f.default]
+            if changed:
+                flags = ", ".join(_flag(n) for n in changed)
+                raise ConfigError(f"{flags} has no effect with --disable-pipemax: drop one or the other")
+
+    # ---- construction ----------------------------------------------------------------
+    @classmethod
+    def from_cli(cls, argv: list[str]) -> tuple["PipeMaxConfig", list[str]]:
+        """Take the --pipemax-* flags (and --disable-pipemax) out of argv; return the rest."""
+        parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+        add_cli_args(parser)
+        try:
+            ns, rest = parser.parse_known_args(argv)
+        except argparse.ArgumentError as e:  # a value of the wrong type: one line, not usage
+            raise ConfigError(str(e)) from None
+        leftovers = [a for a in rest if a.startswith("--pipemax")]
+        if leftovers:
+            raise ConfigError(f"unknown PipeMax flag {leftovers[0].split('=')[0]}")
+        values = {f.name: getattr(ns, f.name) for f in _USER_FIELDS if f.name != "enabled"}
+        return cls(enabled=not ns.disable_pipemax, status_dir=ns.status_dir, **values), rest
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> tuple["PipeMaxConfig", dict[str, Any]]:
+        """Split Engine keyword arguments: pipemax_<field> / disable_pipemax vs SGLang's own."""
+        names = {f.name for f in _USER_FIELDS} | {"status_dir"}
+        values: dict[str, Any] = {}
+        rest: dict[str, Any] = {}
+        for key, value in kwargs.items():
+            if key == _DISABLE:
+                values["enabled"] = not value
+            elif key.startswith(_KWARG_PREFIX):
+                name = key[len(_KWARG_PREFIX):]
+                if name not in names or name == "enabled":
+                    raise ConfigError(f"unknown PipeMax option {key}")
+                values[name] = value
+            else:
+                rest[key] = value
+        return cls(**values), rest
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PipeMaxConfig":
+        return cls(**json.loads(text))
+
+    def with_status_dir(self, path: str) -> "PipeMaxConfig":
+        return dataclasses.replace(self, status_dir=path)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The options as a user gave them (status endpoints show this)."""
+        return {f.name: getattr(self, f.name) for f in _USER_FIELDS}
+
+    # ---- combination with SGLang's arguments -----------------------------------------
+    def check_server_args(self, server_args: Any) -> None:
+        """Reject combinations SGLang would accept but PipeMax cannot honour.
+
+        `server_args` is anything with SGLang's ServerArgs attribute names.
+        """
+        if not self.enabled:
+            return
+        if getattr(server_args, "disable_radix_cache", False):
+            raise ConfigError(
+                "PipeMax parks KV in SGLang's radix tree: it cannot run with --disable-radix-cache "
+                "(add --disable-pipemax for stock SGLang)"
+            )
+
+
+_USER_FIELDS = tuple(f for f in dataclasses.fields(PipeMaxConfig) if f.name != "status_dir")
+
+
+def _flag(name: str) -> str:
+    return "--pipemax-" + name.replace("_", "-")
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    """The PipeMax flags, for parsing and for --help."""
+    g = parser.add_argument_group("PipeMax")
+    g.add_argument("--disable-pipemax", action="store_true",
+                   help="Run stock SGLang through the same entry point (for side-by-side baselines).")
+    g.add_argument(_flag("host_kv_gb"), dest="host_kv_gb", type=float, default=None,
+                   help="Host memory for parked requests' KV, GB per pipeline stage.")
+    g.add_argument(_flag("host_kv_tokens"), dest="host_kv_tokens", type=int, default=None,
+                   help="Host memory for parked requests' KV, in tokens (exclusive with --pipemax-host-kv-gb).")
+    g.add_argument(_flag("selector"), dest="selector", default="greedy",
+                   help=f"Rejoin policy: {', '.join(SELECTORS)} (default greedy: the two-stage greedy).")
+    g.add_argument(_flag("budget_margin"), dest="budget_margin", type=float, default=0.1,
+                   help="Fraction of each prefetch budget held back as safety margin, in [0, 1).")
+    g.add_argument(_flag("emulate_link_gbps"), dest="emulate_link_gbps", type=float, default=None,
+                   help="Throttle host<->device KV copies to this many GB/s per direction.")
+    g.add_argument(_flag("record_batches"), dest="record_batches", action="store_true",
+                   help="Record every stage's batch composition per step in the status directory.")
+    g.add_argument(_flag("status_dir"), dest="status_dir", default=None,
+                   help="Directory for per-stage status files (default: a fresh temporary one).")

@@ -1,0 +1,1 @@
+"""Runtime pieces that may use torch but never sglang: status board, host pool, transfer engine."""

@@ -1,0 +1,102 @@
+"""SGLang's hierarchical cache (HiCache) on a CPU device: the host<->device KV transfers in torch.
+
+SGLang 0.5.23 moves KV between the device pool and its host pool only with `sgl_kernel`
+CUDA/HIP/XPU kernels (`mem_cache/pool_host/mha.py:60-89` binds them for those platforms alone),
+so on a CPU device HiCache fails at the first write-through. On CPU the "device" and the
+"host" are both RAM, and a transfer is an indexed copy. This module supplies it, for every
+MHA host layout SGLang offers (layer_first, page_first, page_first_direct, page_head), so
+both SGLang's defaults (`--hicache-io-backend kernel`, `--hicache-mem-layout page_first`)
+and the direct/layer_first combination work.
+
+Installed only when torch has no CUDA (see plugin.py); on a GPU nothing here is touched.
+
+Invariant: after `backup_from_device_all_layer(dev, host_idx, dev_idx)` and a later
+`load_to_device_per_layer(dev, host_idx, dev_idx2, layer)` for every layer, device rows
+dev_idx2 hold exactly what rows dev_idx held (tests/integration check it through tokens).
+
+Shapes (H heads, D head dim, L layers of this stage, S host tokens, P page size):
+    device K or V of one layer:    [tokens, H, D]
+    host layer_first:              k_buffer [L, S, H, D]
+    host page_first:               k_buffer [S, L, H, D]
+    host page_first_direct:        k_buffer [S/P, L, P, H, D]
+    host page_head:                k_buffer [S/P, H, P, L, D]
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+_MHA_HOST = "sglang.srt.mem_cache.pool_host.mha.MHATokenToKVPoolHost"
+_HOST_ALLOC = "sglang.srt.mem_cache.pool_host.common.alloc_with_host_register"
+
+
+def _host_rows(host, buf: torch.Tensor, layer: int, idx: torch.Tensor):
+    """Index tuple selecting tokens `idx` of `layer` in host buffer `buf` -> [n, H, D]."""
+    layout = host.layout
+    if layout == "layer_first":
+        return (layer, idx)
+    if layout == "page_first":
+        return (idx, layer)
+    p = host.page_size
+    if layout == "page_first_direct":
+        return (idx // p, layer, idx % p)
+    if layout == "page_head":
+        # [S/P, H, P, L, D][page, :, off, layer] -> advanced dims first: [n, H, D]
+        return (idx // p, slice(None), idx % p, layer)
+    raise ValueError(f"pipemax CPU HiCache: unsupported host layout {layout!r}")
+
+
+def load_to_device_per_layer(
+    self, device_pool, host_indices, device_indices, layer_id, io_backend, *, is_draft=False
+):
+    """H2D for one layer (SGLang calls it layer by layer while the forward proceeds)."""
+    if not is_draft and not 0 <= layer_id < self.target_layer_num:
+        return
+    hidx = host_indices.to(torch.int64)
+    didx = device_indices.to(torch.int64)
+    for host_buf, dev_buf in (
+        (self.k_buffer, self.device_k_buffers[layer_id]),
+        (self.v_buffer, self.device_v_buffers[layer_id]),
+    ):
+        dev_buf[didx] = host_buf[_host_rows(self, host_buf, layer_id, hidx)]
+
+
+def backup_from_device_all_layer(self, device_pool, host_indices, device_indices, io_backend):
+    """D2H of all layers of the given tokens (write-through / write-back)."""
+    hidx = host_indices.to(torch.int64)
+    didx = device_indices.to(torch.int64)
+    for layer in range(self.layer_num):
+        for host_buf, dev_buf in (
+            (self.k_buffer, self.device_k_buffers[layer]),
+            (self.v_buffer, self.device_v_buffers[layer]),
+        ):
+            host_buf[_host_rows(self, host_buf, layer, hidx)] = dev_buf[didx]
+
+
+def alloc_host_buffer(dims, dtype, device, pin_memory, allocator, registration_granularity_bytes=None):
+    """Host pool allocation without cudaHostRegister (there is no CUDA to register with)."""
+    return allocator.allocate(dims, dtype=dtype, device=device)
+
+
+def _stream_synchronize(self) -> None:
+    """CPU work is synchronous: a CPU stream is always drained."""
+
+
+def _stream_query(self) -> bool:
+    return True
+
+
+def register_hooks() -> None:
+    """Register the CPU transfer path with SGLang's HookRegistry (call from the plugin)."""
+    HookRegistry.register(_HOST_ALLOC, alloc_host_buffer, HookType.REPLACE)
+    HookRegistry.register(f"{_MHA_HOST}.load_to_device_per_layer", load_to_device_per_layer, HookType.REPLACE)
+    HookRegistry.register(
+        f"{_MHA_HOST}.backup_from_device_all_layer", backup_from_device_all_layer, HookType.REPLACE
+    )
+    # l2_transfer.py calls stream.synchronize()/query(); torch.cpu.Stream lacks both.
+    if not hasattr(torch.cpu.Stream, "synchronize"):
+        torch.cpu.Stream.synchronize = _stream_synchronize
+    if not hasattr(torch.cpu.Stream, "query"):
+        torch.cpu.Stream.query = _stream_query

@@ -1,0 +1,121 @@
+"""What a launch needs from the machine: CPU mode, CPU defaults, thread binding, environment.
+
+Applied by every entry point (Engine, launch_server) before SGLang starts a process, so a user
+sets nothing by hand (measured requirements: ../shared/docs/sglang-on-cpu.md):
+
+- No CUDA in torch -> CPU mode. The CPU environment's interpreter shim (cpu_shim/, installed by
+  `make venv`, never by the GPU install) has already set SGLANG_USE_CPU_ENGINE and provides the
+  sgl_kernel stand-in and the torchvision fix in every process; we check it is there.
+- CPU defaults: without --max-total-tokens SGLang sizes the KV pool at 0.716 of RAM (15.6 GB,
+  31 s of start-up here); we default it to CPU_DEFAULT_MAX_TOTAL_TOKENS unless the user set it
+  or a memory fraction.
+- Thread binding: with more SGLang ranks on this node than NUMA nodes, SGLang's CPU path asserts
+  (srt/utils/numa_utils.py:463) unless SGLANG_CPU_OMP_THREADS_BIND splits the cores; we split
+  them (a value the user set is kept).
+- The launch environment: PIPEMAX_CONFIG (the config each scheduler process reads) and the
+  SGLANG_PLUGINS whitelist, if the user set one, extended with our plugin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+from pipemax_sglang import env
+from pipemax_sglang.config import PipeMaxConfig
+
+CPU_DEFAULT_MAX_TOTAL_TOKENS = 16384
+PLUGIN_NAME = "pipemax"
+
+
+class PlatformError(RuntimeError):
+    pass
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_cpu_ready() -> None:
+    """On a machine without CUDA, the CPU shim must be active in this interpreter."""
+    if has_cuda():
+        return
+    try:
+        import pipemax_sglang_cpu  # noqa: F401  (installed with its .pth by `make venv`)
+    except ImportError:
+        raise PlatformError(
+            "no CUDA GPU and the CPU shim (pipemax-sglang-cpu) is not installed: "
+            "create the CPU environment with `make venv`"
+        ) from None
+    if os.environ.get(env.CPU_ENGINE_VAR) != "1":
+        raise PlatformError(f"no CUDA GPU but {env.CPU_ENGINE_VAR} is not 1: CPU mode was switched off")
+
+
+def cpu_server_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """SGLang keyword arguments with the CPU defaults filled in (no-op with CUDA)."""
+    if has_cuda():
+        return kwargs
+    out = dict(kwargs)
+    if out.get("max_total_tokens") is None and out.get("mem_fraction_static") is None:
+        out["max_total_tokens"] = CPU_DEFAULT_MAX_TOTAL_TOKENS
+    return out
+
+
+def cpu_cli_defaults(argv: list[str]) -> list[str]:
+    """The same defaults for an argv destined for SGLang's parser."""
+    if has_cuda():
+        return argv
+    given = {a.split("=", 1)[0] for a in argv}
+    if not given & {"--max-total-tokens", "--mem-fraction-static"}:
+        argv = [*argv, "--max-total-tokens", str(CPU_DEFAULT_MAX_TOTAL_TOKENS)]
+    return argv
+
+
+def omp_binding(local_ranks: int, cores: list[int]) -> str:
+    """SGLANG_CPU_OMP_THREADS_BIND value giving each local rank its own cores.
+
+    >>> omp_binding(2, [0, 1])
+    '0|1'
+    >>> omp_binding(2, [0, 1, 2, 3, 4])
+    '0-1|2-4'
+    >>> omp_binding(4, [0, 1])        # more ranks than cores: share round-robin
+    '0|1|0|1'
+    """
+    if local_ranks <= len(cores):
+        bounds = [round(i * len(cores) / local_ranks) for i in range(local_ranks + 1)]
+        parts = []
+        for lo, hi in zip(bounds, bounds[1:]):
+            chunk = cores[lo:hi]
+            parts.append(str(chunk[0]) if len(chunk) == 1 else f"{chunk[0]}-{chunk[-1]}")
+        # contiguous ranges assume contiguous core ids; fall back to lists otherwise
+        if all(c2 - c1 == 1 for c1, c2 in zip(cores, cores[1:])):
+            return "|".join(parts)
+        return "|".join(",".join(map(str, cores[lo:hi])) for lo, hi in zip(bounds, bounds[1:]))
+    return "|".join(str(cores[i % len(cores)]) for i in range(local_ranks))
+
+
+@contextlib.contextmanager
+def launch_environment(config: PipeMaxConfig, local_ranks: int) -> Iterator[None]:
+    """Environment for SGLang's spawned processes (spawn copies os.environ at start).
+
+    Restored on exit, so an Engine created later in the same process gets its own.
+    """
+    saved = dict(os.environ)
+    try:
+        os.environ[env.CONFIG_VAR] = config.to_json()
+        plugins = os.environ.get("SGLANG_PLUGINS")
+        if plugins and PLUGIN_NAME not in plugins.split(","):
+            os.environ["SGLANG_PLUGINS"] = f"{plugins},{PLUGIN_NAME}"
+        if not has_cuda() and local_ranks > 1 and env.CPU_BIND_VAR not in os.environ:
+            os.environ[env.CPU_BIND_VAR] = omp_binding(local_ranks, sorted(os.sched_getaffinity(0)))
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def local_rank_count(pp_size: int, tp_size: int, dp_size: int = 1, nnodes: int = 1) -> int:
+    return max(1, (pp_size * tp_size * dp_size) // max(1, nnodes))

@@ -1,0 +1,27 @@
+"""PipeMax's SGLang plugin: the one function SGLang calls in each of its processes.
+
+Registered as entry point `sglang.srt.plugins: pipemax` (pyproject.toml). SGLang's
+`load_plugins()` runs it in the launcher, the Engine, every scheduler process and the
+detokenizer (processes start with `spawn`, so hooks must be registered in each child; this
+is the seam SGLang provides for it, ../shared/docs/sglang-extension-points.md section 1).
+
+What it installs, and when:
+- no CUDA in torch -> the CPU transfer path of HiCache (cpu_backend.py);
+- a PipeMax config in the environment (set by pipemax_sglang's entry points) that does not
+  disable PipeMax -> PipeMaxScheduler in place of SGLang's Scheduler.
+Plain SGLang usage in the same environment (no PIPEMAX_CONFIG) gets no PipeMax behaviour.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def register() -> None:
+    if not torch.cuda.is_available():
+        from pipemax_sglang.sglang import cpu_backend
+
+        cpu_backend.register_hooks()
+    from pipemax_sglang.sglang import scheduler_install
+
+    scheduler_install.register_if_configured()
