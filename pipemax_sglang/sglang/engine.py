@@ -15,6 +15,10 @@ import tempfile
 from types import SimpleNamespace
 from typing import Any
 
+from pipemax_sglang.sglang.version import check_sglang_version
+
+check_sglang_version()
+
 from sglang.srt.entrypoints.engine import Engine as SGLangEngine
 
 from pipemax_sglang.config import PipeMaxConfig

@@ -9,6 +9,9 @@ sets nothing by hand (measured requirements: ../shared/docs/sglang-on-cpu.md):
 - CPU defaults: without --max-total-tokens SGLang sizes the KV pool at 0.716 of RAM (15.6 GB,
   31 s of start-up here); we default it to CPU_DEFAULT_MAX_TOTAL_TOKENS unless the user set it
   or a memory fraction.
+- dtype: SGLang's "auto" runs a float32 checkpoint in bfloat16. On our AVX2 CPUs bfloat16 has
+  no hardware support, and its rounding ties near-equal logits (greedy then picks by index), so
+  a float32 checkpoint runs in float32 on CPU unless the user chose a dtype.
 - Thread binding: with more SGLang ranks on this node than NUMA nodes, SGLang's CPU path asserts
   (srt/utils/numa_utils.py:463) unless SGLANG_CPU_OMP_THREADS_BIND splits the cores; we split
   them (a value the user set is kept).
@@ -19,6 +22,7 @@ sets nothing by hand (measured requirements: ../shared/docs/sglang-on-cpu.md):
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from typing import Any, Iterator
 
@@ -54,6 +58,19 @@ def check_cpu_ready() -> None:
         raise PlatformError(f"no CUDA GPU but {env.CPU_ENGINE_VAR} is not 1: CPU mode was switched off")
 
 
+def checkpoint_dtype(model_path: str | None) -> str | None:
+    """The dtype a local Hugging Face checkpoint declares in config.json, if any."""
+    if not model_path:
+        return None
+    path = os.path.join(model_path, "config.json")
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return cfg.get("torch_dtype") or cfg.get("dtype")
+
+
 def cpu_server_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
     """SGLang keyword arguments with the CPU defaults filled in (no-op with CUDA)."""
     if has_cuda():
@@ -61,6 +78,8 @@ def cpu_server_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
     out = dict(kwargs)
     if out.get("max_total_tokens") is None and out.get("mem_fraction_static") is None:
         out["max_total_tokens"] = CPU_DEFAULT_MAX_TOTAL_TOKENS
+    if out.get("dtype") in (None, "auto") and checkpoint_dtype(out.get("model_path")) == "float32":
+        out["dtype"] = "float32"
     return out
 
 
@@ -68,10 +87,30 @@ def cpu_cli_defaults(argv: list[str]) -> list[str]:
     """The same defaults for an argv destined for SGLang's parser."""
     if has_cuda():
         return argv
-    given = {a.split("=", 1)[0] for a in argv}
-    if not given & {"--max-total-tokens", "--mem-fraction-static"}:
-        argv = [*argv, "--max-total-tokens", str(CPU_DEFAULT_MAX_TOTAL_TOKENS)]
-    return argv
+    flags = _cli_flags(argv)
+    out = list(argv)
+    if not flags.keys() & {"--max-total-tokens", "--mem-fraction-static"}:
+        out += ["--max-total-tokens", str(CPU_DEFAULT_MAX_TOTAL_TOKENS)]
+    model = flags.get("--model-path") or flags.get("--model")
+    if flags.get("--dtype", "auto") == "auto" and checkpoint_dtype(model) == "float32":
+        out += ["--dtype", "float32"]
+    return out
+
+
+def _cli_flags(argv: list[str]) -> dict[str, str | None]:
+    """{--flag: value} for `--flag value` and `--flag=value` forms (value None if absent)."""
+    flags: dict[str, str | None] = {}
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        if "=" in arg:
+            name, value = arg.split("=", 1)
+        else:
+            name = arg
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            value = nxt if nxt is not None and not nxt.startswith("--") else None
+        flags[name] = value
+    return flags
 
 
 def omp_binding(local_ranks: int, cores: list[int]) -> str:

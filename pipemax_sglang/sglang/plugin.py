@@ -6,6 +6,8 @@ detokenizer (processes start with `spawn`, so hooks must be registered in each c
 is the seam SGLang provides for it, ../shared/docs/sglang-extension-points.md section 1).
 
 What it installs, and when:
+- always -> the out-of-vocabulary prompt guard (request_guard.py): a bad request gets a 400
+  instead of taking the server down;
 - no CUDA in torch -> the CPU transfer path of HiCache (cpu_backend.py);
 - a PipeMax config in the environment (set by pipemax_sglang's entry points) that does not
   disable PipeMax -> PipeMaxScheduler in place of SGLang's Scheduler.
@@ -14,10 +16,17 @@ Plain SGLang usage in the same environment (no PIPEMAX_CONFIG) gets no PipeMax b
 
 from __future__ import annotations
 
+from pipemax_sglang.sglang.version import check_sglang_version
+
+check_sglang_version()
+
 import torch
 
 
 def register() -> None:
+    from pipemax_sglang.sglang import request_guard
+
+    request_guard.register_hooks()
     if not torch.cuda.is_available():
         from pipemax_sglang.sglang import cpu_backend
 

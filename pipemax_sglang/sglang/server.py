@@ -15,6 +15,7 @@ import tempfile
 from pipemax_sglang.config import ConfigError, PipeMaxConfig
 from pipemax_sglang.runtime.status import StatusBoard
 from pipemax_sglang.sglang import platform
+from pipemax_sglang.sglang.version import check_sglang_version
 
 
 def _refuse_unsupported(server_args) -> None:
@@ -36,6 +37,7 @@ def add_routes(app, config: PipeMaxConfig) -> None:
 
 def run(config: PipeMaxConfig, sglang_argv: list[str]) -> int:
     """Parse SGLang's flags, check the combination, then serve until stopped. Returns exit code."""
+    check_sglang_version()
     platform.check_cpu_ready()
     from sglang.srt.plugins import load_plugins
     from sglang.srt.server_args import prepare_server_args

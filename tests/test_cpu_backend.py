@@ -1,0 +1,70 @@
+"""HiCache's host<->device copies on CPU: every MHA host layout round-trips the KV exactly.
+
+Uses the real transfer functions of pipemax_sglang.sglang.cpu_backend on host buffers shaped
+as SGLang 0.5.23 allocates them (pool_host/mha.py init_kv_buffer), with a stand-in for the
+host pool object carrying only the attributes the functions read.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from pipemax_sglang.sglang import cpu_backend
+
+L, S, H, D, P = 3, 32, 2, 4, 4  # layers, host tokens, kv heads, head dim, page size
+DEV_TOKENS = 40
+
+
+def _host(layout: str):
+    shape = {
+        "layer_first": (2, L, S, H, D),
+        "page_first": (2, S, L, H, D),
+        "page_first_direct": (2, S // P, L, P, H, D),
+        "page_head": (2, S // P, H, P, L, D),
+    }[layout]
+    buf = torch.full(shape, float("nan"))
+    device_k = [torch.randn(DEV_TOKENS, H, D) for _ in range(L)]
+    device_v = [torch.randn(DEV_TOKENS, H, D) for _ in range(L)]
+    return SimpleNamespace(layout=layout, page_size=P, layer_num=L, target_layer_num=L,
+                           k_buffer=buf[0], v_buffer=buf[1],
+                           device_k_buffers=device_k, device_v_buffers=device_v)
+
+
+@pytest.mark.parametrize("layout", ["layer_first", "page_first", "page_first_direct", "page_head"])
+def test_backup_then_load_restores_every_layer(layout):
+    host = _host(layout)
+    # page-aligned host slots, scattered device slots (as HiCache allocates them)
+    host_idx = torch.tensor([4, 5, 6, 7, 20, 21, 22, 23])
+    dev_idx = torch.tensor([3, 17, 9, 30, 1, 2, 38, 11])
+    want_k = [k[dev_idx].clone() for k in host.device_k_buffers]
+    want_v = [v[dev_idx].clone() for v in host.device_v_buffers]
+
+    cpu_backend.backup_from_device_all_layer(host, None, host_idx, dev_idx, "kernel")
+    for buf in host.device_k_buffers + host.device_v_buffers:  # the device copy is evicted
+        buf.zero_()
+    new_dev = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
+    for layer in range(L):
+        cpu_backend.load_to_device_per_layer(host, None, host_idx, new_dev, layer, "kernel")
+
+    for layer in range(L):
+        assert torch.equal(host.device_k_buffers[layer][new_dev], want_k[layer])
+        assert torch.equal(host.device_v_buffers[layer][new_dev], want_v[layer])
+        assert torch.count_nonzero(host.device_k_buffers[layer][8:]) == 0  # nothing else written
+
+
+def test_layouts_store_tokens_where_sglang_reads_them():
+    """page_first keeps a token's layers together: host row t, layer l is k_buffer[t, l]."""
+    host = _host("page_first")
+    cpu_backend.backup_from_device_all_layer(host, None, torch.tensor([9]), torch.tensor([5]), "kernel")
+    for layer in range(L):
+        assert torch.equal(host.k_buffer[9, layer], host.device_k_buffers[layer][5])
+
+
+def test_out_of_range_layer_is_ignored_like_sglang():
+    host = _host("layer_first")
+    before = [b.clone() for b in host.device_k_buffers]
+    cpu_backend.load_to_device_per_layer(host, None, torch.tensor([0]), torch.tensor([0]), L + 1, "kernel")
+    assert all(torch.equal(a, b) for a, b in zip(before, host.device_k_buffers))
