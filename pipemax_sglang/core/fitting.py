@@ -1,0 +1,108 @@
+"""Robust, non-negative, prior-anchored linear least squares (numpy only).
+
+Used by the step-cost model (t = a + b*rows + c*sum_context) and by the hardware fit
+(t = latency + bytes / bandwidth). Both have 2-3 coefficients that must never be negative
+(a negative per-token cost would make the selector *want* longer contexts), noisy timings
+with rare gross outliers (GC pauses, a straggling all-gather, a first-call compile), and
+windows where one feature barely varies (every step has the same row count).
+
+    minimise  sum_i w_i (y_i - x_i . theta)^2 + mu * sum_j ((theta_j - prior_j) * s_j)^2
+    subject to theta >= 0
+
+- Non-negativity is exact: with p <= 4 coefficients we solve the ridge system on every
+  support (2^p subsets, the rest held at zero) and keep the best feasible one. The true
+  optimum is the unconstrained optimum on its own support (KKT), so this is exact NNLS,
+  and it is deterministic (no iteration order, no tolerance).
+- The ridge pulls towards the prior only where the data do not decide: columns are scaled
+  by their RMS (s_j), and mu is a small fraction of the total weight, so a well-posed
+  direction moves by ~mu / sum(w) relative, while a collinear one (constant rows) takes the
+  prior's split between intercept and slope instead of an arbitrary one.
+- Robustness: residuals are relative ((y - fit) / y: timing noise is multiplicative).
+  Huber IRLS from the plain fit (bounded influence), then a few Tukey bisquare steps
+  (gross outliers get weight 0). Scale = 1.4826 * MAD of the relative residuals.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+_HUBER_K = 1.345     # 95% efficiency under Gaussian noise
+_TUKEY_C = 4.685     # 95% efficiency, redescending
+_HUBER_ITERS = 8
+_TUKEY_ITERS = 4
+
+
+def nnls_ridge(x: np.ndarray, y: np.ndarray, w: np.ndarray, prior: np.ndarray,
+               mu: float) -> np.ndarray:
+    """Exact weighted NNLS with a ridge towards `prior` (see module note). x: [n, p], p <= 4."""
+    n, p = x.shape
+    if p > 4:
+        raise ValueError("nnls_ridge enumerates supports; it is meant for p <= 4")
+    scale = np.sqrt(np.mean(x * x, axis=0))
+    scale[scale == 0.0] = 1.0
+    z = x / scale                      # [n, p], columns of RMS 1
+    phi_prior = prior * scale          # prior in scaled coordinates
+    zw = z * w[:, None]
+    gram = z.T @ zw                    # [p, p]
+    rhs = zw.T @ y                     # [p]
+    ridge = mu * np.ones(p)
+    best_obj, best_phi = np.inf, np.zeros(p)
+    for k in range(p, -1, -1):
+        for support in itertools.combinations(range(p), k):
+            phi = np.zeros(p)
+            if support:
+                idx = np.array(support)
+                a = gram[np.ix_(idx, idx)] + np.diag(ridge[idx])
+                b = rhs[idx] + ridge[idx] * phi_prior[idx]
+                try:
+                    phi[idx] = np.linalg.solve(a, b)
+                except np.linalg.LinAlgError:
+                    continue
+                if np.any(phi[idx] < 0.0):
+                    continue
+            r = y - z @ phi
+            obj = float(np.sum(w * r * r) + np.sum(ridge * (phi - phi_prior) ** 2))
+            if obj < best_obj * (1.0 - 1e-12):       # ties keep the larger support
+                best_obj, best_phi = obj, phi
+    return best_phi / scale
+
+
+def _robust_scale(r: np.ndarray) -> float:
+    mad = float(np.median(np.abs(r - np.median(r))))
+    # Floor: exact data has MAD 0; keep weights finite and near 1 there.
+    return max(1.4826 * mad, 1e-9)
+
+
+def robust_nnls(x: np.ndarray, y: np.ndarray, prior: np.ndarray,
+                prior_strength: float = 1e-6) -> np.ndarray:
+    """Huber then Tukey IRLS around `nnls_ridge`, on RELATIVE residuals (y - x.theta) / y:
+    timing noise is multiplicative (a long step jitters by more seconds than a short one),
+    so absolute residuals would flag every long step as an outlier. Deterministic: fixed
+    iteration counts. Rows with y <= ~0 (1e-12 of max(1, max y)) get no weight."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    prior = np.asarray(prior, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != prior.shape[0]:
+        raise ValueError("shape mismatch between x, y and prior")
+    pos = y > 1e-12 * max(1.0, float(np.max(y, initial=0.0)))   # ~0 times: no weight
+    if not pos.any():
+        return prior.copy()
+    inv_y = np.where(pos, 1.0 / np.where(pos, y, 1.0), 0.0)
+    base = inv_y * inv_y                       # weights of relative squared error
+    w = base.copy()
+    theta = nnls_ridge(x, y, w, prior, prior_strength * w.sum())
+    for it in range(_HUBER_ITERS + _TUKEY_ITERS):
+        rel = (y - x @ theta) * inv_y
+        s = _robust_scale(rel[pos])
+        u = np.abs(rel) / s
+        if it < _HUBER_ITERS:
+            rw = np.where(u <= _HUBER_K, 1.0, _HUBER_K / np.maximum(u, 1e-300))
+        else:
+            rw = (1.0 - np.minimum(u / _TUKEY_C, 1.0) ** 2) ** 2
+        w = base * rw
+        if w.sum() <= 0.0:          # everything flagged: keep the last estimate
+            break
+        theta = nnls_ridge(x, y, w, prior, prior_strength * w.sum())
+    return theta
