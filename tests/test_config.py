@@ -28,6 +28,9 @@ def test_kwargs_and_cli_agree():
 def test_disable_flag_and_kwarg():
     assert PipeMaxConfig.from_cli(["--disable-pipemax"])[0].enabled is False
     assert PipeMaxConfig.from_kwargs({"disable_pipemax": True})[0].enabled is False
+    # the emulated link is the machine's, so stock runs may share it
+    stock, _ = PipeMaxConfig.from_cli(["--disable-pipemax", "--pipemax-emulate-link-gbps", "4"])
+    assert stock.emulate_link_gbps == 4.0
 
 
 def test_json_round_trip_keeps_every_field():

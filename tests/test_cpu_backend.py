@@ -43,11 +43,13 @@ def test_backup_then_load_restores_every_layer(layout):
     want_v = [v[dev_idx].clone() for v in host.device_v_buffers]
 
     cpu_backend.backup_from_device_all_layer(host, None, host_idx, dev_idx, "kernel")
+    cpu_backend.Links.drain()  # copies run on the D2H copier thread
     for buf in host.device_k_buffers + host.device_v_buffers:  # the device copy is evicted
         buf.zero_()
     new_dev = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
     for layer in range(L):
         cpu_backend.load_to_device_per_layer(host, None, host_idx, new_dev, layer, "kernel")
+    cpu_backend.Links.drain()
 
     for layer in range(L):
         assert torch.equal(host.device_k_buffers[layer][new_dev], want_k[layer])
@@ -59,6 +61,7 @@ def test_layouts_store_tokens_where_sglang_reads_them():
     """page_first keeps a token's layers together: host row t, layer l is k_buffer[t, l]."""
     host = _host("page_first")
     cpu_backend.backup_from_device_all_layer(host, None, torch.tensor([9]), torch.tensor([5]), "kernel")
+    cpu_backend.Links.drain()
     for layer in range(L):
         assert torch.equal(host.k_buffer[9, layer], host.device_k_buffers[layer][5])
 
@@ -67,4 +70,25 @@ def test_out_of_range_layer_is_ignored_like_sglang():
     host = _host("layer_first")
     before = [b.clone() for b in host.device_k_buffers]
     cpu_backend.load_to_device_per_layer(host, None, torch.tensor([0]), torch.tensor([0]), L + 1, "kernel")
+    cpu_backend.Links.drain()
     assert all(torch.equal(a, b) for a, b in zip(before, host.device_k_buffers))
+
+
+def test_an_event_recorded_after_a_copy_waits_for_it():
+    """What HiCache relies on: ack events complete only when the copies before them have."""
+    from pipemax_sglang.runtime.copier import CopierEvent
+
+    host = _host("page_first")
+    host.k_buffer[1, 0] = torch.randn(H, D)
+    gate = __import__("threading").Event()
+    h2d, _ = cpu_backend.Links.get()
+    h2d.submit(gate.wait, 0)          # hold the H2D link busy
+    CopierEvent.note_use(h2d)
+    cpu_backend.load_to_device_per_layer(host, None, torch.tensor([1]), torch.tensor([2]), 0, "kernel")
+    ev = CopierEvent()
+    ev.record()
+    assert not ev.query()             # the copy is queued behind the held job
+    gate.set()
+    ev.synchronize()
+    assert ev.query()
+    assert torch.equal(host.device_k_buffers[0][2], host.k_buffer[1, 0])

@@ -10,6 +10,13 @@ and the direct/layer_first combination work.
 
 Installed only when torch has no CUDA (see plugin.py); on a GPU nothing here is touched.
 
+The copies run on two LinkCopier threads (runtime/copier.py), one per direction, as CUDA
+streams would on a GPU: HiCache's transfer code records events after submitting, and the
+events (torch.cpu.Event, replaced by CopierEvent in CPU mode) complete when the copies have.
+So a write-through is acked, and a device slot freed, only after its D2H copy finished; a
+load-back's per-layer waits and PipeMax's rejoin fence wait for the H2D copies; and with
+`--pipemax-emulate-link-gbps X` each direction runs at X GB/s, so the budget binds as PCIe would.
+
 Invariant: after `backup_from_device_all_layer(dev, host_idx, dev_idx)` and a later
 `load_to_device_per_layer(dev, host_idx, dev_idx2, layer)` for every layer, device rows
 dev_idx2 hold exactly what rows dev_idx held (tests/integration check it through tokens).
@@ -24,9 +31,14 @@ Shapes (H heads, D head dim, L layers of this stage, S host tokens, P page size)
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+from pipemax_sglang import env
+from pipemax_sglang.runtime.copier import CopierEvent, LinkCopier
 
 _MHA_HOST = "sglang.srt.mem_cache.pool_host.mha.MHATokenToKVPoolHost"
 _HOST_ALLOC = "sglang.srt.mem_cache.pool_host.common.alloc_with_host_register"
@@ -48,31 +60,78 @@ def _host_rows(host, buf: torch.Tensor, layer: int, idx: torch.Tensor):
     raise ValueError(f"pipemax CPU HiCache: unsupported host layout {layout!r}")
 
 
+class Links:
+    """The process's two copiers, created on first use with the configured throttle."""
+
+    _lock = threading.Lock()
+    h2d: LinkCopier | None = None
+    d2h: LinkCopier | None = None
+
+    @classmethod
+    def get(cls) -> tuple[LinkCopier, LinkCopier]:
+        with cls._lock:
+            if cls.h2d is None:
+                gbps = _configured_link_gbps()
+                cls.h2d = LinkCopier("h2d", gbps)
+                cls.d2h = LinkCopier("d2h", gbps)
+            return cls.h2d, cls.d2h
+
+    @classmethod
+    def drain(cls) -> None:
+        for c in (cls.h2d, cls.d2h):
+            if c is not None:
+                c.drain()
+
+
+def _configured_link_gbps() -> float | None:
+    text = env.config_json()
+    if not text:
+        return None
+    from pipemax_sglang.config import PipeMaxConfig
+
+    return PipeMaxConfig.from_json(text).emulate_link_gbps
+
+
+def _submit(copier: LinkCopier, fn, nbytes: int) -> None:
+    copier.submit(fn, nbytes)
+    CopierEvent.note_use(copier)
+
+
 def load_to_device_per_layer(
     self, device_pool, host_indices, device_indices, layer_id, io_backend, *, is_draft=False
 ):
     """H2D for one layer (SGLang calls it layer by layer while the forward proceeds)."""
     if not is_draft and not 0 <= layer_id < self.target_layer_num:
         return
-    hidx = host_indices.to(torch.int64)
-    didx = device_indices.to(torch.int64)
-    for host_buf, dev_buf in (
-        (self.k_buffer, self.device_k_buffers[layer_id]),
-        (self.v_buffer, self.device_v_buffers[layer_id]),
-    ):
-        dev_buf[didx] = host_buf[_host_rows(self, host_buf, layer_id, hidx)]
+    hidx = host_indices.to(torch.int64, copy=True)
+    didx = device_indices.to(torch.int64, copy=True)
+    pairs = ((self.k_buffer, self.device_k_buffers[layer_id]), (self.v_buffer, self.device_v_buffers[layer_id]))
+
+    def copy() -> None:
+        for host_buf, dev_buf in pairs:
+            dev_buf[didx] = host_buf[_host_rows(self, host_buf, layer_id, hidx)]
+
+    nbytes = sum(d[0].numel() * d.element_size() for _, d in pairs) * len(didx)
+    _submit(Links.get()[0], copy, nbytes)
 
 
 def backup_from_device_all_layer(self, device_pool, host_indices, device_indices, io_backend):
     """D2H of all layers of the given tokens (write-through / write-back)."""
-    hidx = host_indices.to(torch.int64)
-    didx = device_indices.to(torch.int64)
-    for layer in range(self.layer_num):
-        for host_buf, dev_buf in (
-            (self.k_buffer, self.device_k_buffers[layer]),
-            (self.v_buffer, self.device_v_buffers[layer]),
-        ):
+    hidx = host_indices.to(torch.int64, copy=True)
+    didx = device_indices.to(torch.int64, copy=True)
+    pairs = [
+        (layer, host_buf, dev_buf)
+        for layer in range(self.layer_num)
+        for host_buf, dev_buf in ((self.k_buffer, self.device_k_buffers[layer]),
+                                  (self.v_buffer, self.device_v_buffers[layer]))
+    ]
+
+    def copy() -> None:
+        for layer, host_buf, dev_buf in pairs:
             host_buf[_host_rows(self, host_buf, layer, hidx)] = dev_buf[didx]
+
+    nbytes = sum(d[0].numel() * d.element_size() for _, _, d in pairs) * len(didx)
+    _submit(Links.get()[1], copy, nbytes)
 
 
 def alloc_host_buffer(dims, dtype, device, pin_memory, allocator, registration_granularity_bytes=None):
@@ -81,11 +140,12 @@ def alloc_host_buffer(dims, dtype, device, pin_memory, allocator, registration_g
 
 
 def _stream_synchronize(self) -> None:
-    """CPU work is synchronous: a CPU stream is always drained."""
+    """A CPU "stream" is drained when both copiers are."""
+    Links.drain()
 
 
 def _stream_query(self) -> bool:
-    return True
+    return all(c is None or c.done(c.tail()) for c in (Links.h2d, Links.d2h))
 
 
 def register_hooks() -> None:
@@ -96,7 +156,8 @@ def register_hooks() -> None:
         f"{_MHA_HOST}.backup_from_device_all_layer", backup_from_device_all_layer, HookType.REPLACE
     )
     # l2_transfer.py calls stream.synchronize()/query(); torch.cpu.Stream lacks both.
-    if not hasattr(torch.cpu.Stream, "synchronize"):
-        torch.cpu.Stream.synchronize = _stream_synchronize
-    if not hasattr(torch.cpu.Stream, "query"):
-        torch.cpu.Stream.query = _stream_query
+    torch.cpu.Stream.synchronize = _stream_synchronize
+    torch.cpu.Stream.query = _stream_query
+    # SGLang creates its transfer events as device_module.Event (torch.cpu.Event on CPU), at
+    # call time: events that know the copiers make every HiCache wait honour the copies.
+    torch.cpu.Event = CopierEvent

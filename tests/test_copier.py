@@ -1,0 +1,74 @@
+"""LinkCopier: one direction of an emulated PCIe link, FIFO, throttled, counted."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pipemax_sglang.runtime.copier import CopierEvent, LinkCopier
+
+
+def test_jobs_run_in_order_and_marks_wait_for_everything_before():
+    link = LinkCopier("test")
+    order: list[int] = []
+    gate = threading.Event()
+    link.submit(gate.wait, 0)
+    seqs = [link.submit(lambda i=i: order.append(i), 10) for i in range(5)]
+    assert not link.done(seqs[0])
+    gate.set()
+    link.wait(seqs[-1])
+    assert order == [0, 1, 2, 3, 4]
+    assert link.stats().bytes == 50 and link.stats().jobs == 6
+
+
+class FakeTime:
+    """A scripted clock: each copy "takes" copy_s; sleeps advance the clock."""
+
+    def __init__(self, copy_s: float) -> None:
+        self.now, self.copy_s, self.slept = 0.0, copy_s, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+
+def test_throttle_holds_the_link_for_bytes_over_bandwidth():
+    t = FakeTime(copy_s=0.005)
+    link = LinkCopier("slow", gbps=0.01, clock=t.clock, sleep=t.sleep)  # 10 MB/s
+
+    def copy():
+        t.now += t.copy_s
+
+    link.submit(copy, 200_000)    # 0.02 s at 10 MB/s: the copy took 0.005, sleep the rest
+    link.submit(copy, 10_000)     # 0.001 s at 10 MB/s: the copy alone is slower, no sleep
+    link.drain()
+    assert t.slept == [pytest.approx(0.015)]
+    assert link.stats().busy_s == pytest.approx(0.02 + 0.005)
+    assert link.stats().bytes == 210_000
+
+
+def test_event_without_copies_is_complete():
+    ev = CopierEvent()
+    ev.record()
+    assert ev.query()
+    ev.synchronize()
+
+
+def test_timing_is_refused_like_torch_cpu_event():
+    with pytest.raises(TypeError):
+        CopierEvent(enable_timing=True)
+
+
+def test_failed_copy_surfaces_to_waiters():
+    link = LinkCopier("bad")
+
+    def boom():
+        raise ValueError("copy failed")
+
+    seq = link.submit(boom, 1)
+    with pytest.raises(RuntimeError, match="bad copier failed"):
+        link.wait(seq)
