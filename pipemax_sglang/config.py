@@ -137,6 +137,47 @@ class PipeMaxConfig:
             )
 
 
+    def sglang_overrides(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """SGLang arguments PipeMax needs, given those the user set (name -> value; absent or
+        None = not set). A user value that contradicts one raises ConfigError.
+
+        - the hierarchical cache is PipeMax's host tier, written through, so a parked
+          request's KV is on host before its device copy may be evicted;
+        - page size 1: a parked request's whole KV must be keyable radix nodes (a partial
+          page would stay request-owned);
+        - pp_size 1 runs SGLang's non-overlapped loop: a request is parked between steps,
+          never while its previous step is still being scheduled;
+        - most-recently-used eviction, unless chosen: the micro-batch that just ran is the
+          one whose next turn is furthest away;
+        - the host capacity, from --pipemax-host-kv-gb (GB) or --pipemax-host-kv-tokens.
+        """
+        if not self.enabled:
+            return {}
+        out: dict[str, Any] = {}
+
+        def need(name: str, value: Any, why: str) -> None:
+            if given.get(name) is not None and given[name] != value:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"PipeMax needs {flag} {value} ({why}); got {given[name]}")
+            out[name] = value
+
+        need("enable_hierarchical_cache", True, "its host tier is SGLang's hierarchical cache")
+        need("hicache_write_policy", "write_through", "parked KV must reach host before eviction")
+        need("page_size", 1, "a parked request's whole KV must be radix nodes")
+        if (given.get("pp_size") or 1) == 1:
+            need("disable_overlap_schedule", True, "requests are parked between steps")
+        if given.get("radix_eviction_policy") is None:
+            out["radix_eviction_policy"] = "mru"
+        if self.host_kv_gb is not None:
+            need("hicache_size", max(1, math.ceil(self.host_kv_gb)), "--pipemax-host-kv-gb")
+        elif self.host_kv_tokens is not None:
+            device = given.get("max_total_tokens")
+            if not device:
+                raise ConfigError("--pipemax-host-kv-tokens needs --max-total-tokens (or use --pipemax-host-kv-gb)")
+            need("hicache_ratio", self.host_kv_tokens / device, "--pipemax-host-kv-tokens")
+        return out
+
+
 _USER_FIELDS = tuple(f for f in dataclasses.fields(PipeMaxConfig) if f.name != "status_dir")
 
 

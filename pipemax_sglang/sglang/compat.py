@@ -30,3 +30,191 @@ def stage_ranks() -> StageRanks:
 
 def hierarchical_cache_enabled() -> bool:
     return bool(get_memory().enable_hierarchical_cache)
+
+
+def evicted_suffix(tree_cache, node_id) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """(tokens, ((node id, tokens), ...)) of the device-evicted nodes ending at `node_id`,
+    deepest first (unified_cache/unified_tree_core.py: node.evicted, node.parent, node.key)."""
+    core = tree_cache.tree_core
+    node = core.node_by_id(node_id)
+    root = core.node_by_id(core.root_node_handle(None))
+    total, nodes = 0, []
+    while node is not None and node is not root and node.evicted:
+        n = len(node.key)
+        total += n
+        nodes.append((int(node.id), n))
+        node = node.parent
+    return total, tuple(nodes)
+
+
+def build_decode_batch(scheduler, reqs):
+    """A decode ScheduleBatch for requests whose rows and KV are in place; their last output
+    token is stashed in the future map under the new rows (scheduler.py:3830, the HiSparse
+    staging->decode helper, which does exactly this)."""
+    batch = scheduler._build_hisparse_decode_batch(reqs)
+    # merge_batch concatenates multimodal_inputs lists; the helper leaves None
+    batch.multimodal_inputs = [r.multimodal_inputs for r in reqs]
+    return batch
+
+
+# ---- scheduler state PipeMax reads (scheduler.py, scheduler_pp_mixin.py) -----------------
+
+def is_decider_rank() -> bool:
+    """The rank that polls the tokenizer (and so can add to what every stage dispatches)."""
+    p = get_parallel()
+    return p.pp_rank == 0 and p.attn_tp_rank == 0 and p.attn_cp_rank == 0
+
+
+def pp_mode(sched) -> bool:
+    return get_parallel().pp_size > 1
+
+
+def running_batches(sched) -> list:
+    return list(sched.running_mbs) if pp_mode(sched) and hasattr(sched, "running_mbs") else [sched.running_batch]
+
+
+def live_batch(sched, mb: int):
+    return sched.running_mbs[mb] if pp_mode(sched) else sched.running_batch
+
+
+def freeze_in_flight(sched, mb: int, batch) -> bool:
+    """Before PipeMax filters a micro-batch whose result is still in flight (PP loop), give
+    SGLang a forward-time snapshot to process that result against, as it does for PP with
+    speculative decoding (scheduler_pp_mixin.py:60, :195). Returns whether it was in flight."""
+    if not pp_mode(sched) or sched.mbs[mb] is not batch:
+        return False
+    snap = batch.copy()
+    snap.req_pool_indices = batch.req_pool_indices.clone()
+    sched.mbs[mb] = snap
+    md = sched.mb_metadata[mb]
+    if md is not None and md.fwd_batch is None:
+        md.fwd_batch = snap
+    return True
+
+
+def row_cap(sched) -> int:
+    cap = get_parallel().pp_max_micro_batch_size if pp_mode(sched) else None
+    return int(cap or sched.max_running_requests)
+
+
+def device_tokens(sched) -> int:
+    return int(sched.max_total_num_tokens)
+
+
+def host_pool(sched):
+    """The KV host pool (HiCache wraps its pools in a HostPoolGroup: its anchor is the KV)."""
+    cc = getattr(sched.tree_cache, "cache_controller", None)
+    if cc is None:
+        return None
+    pool = cc.mem_pool_host
+    return pool.anchor_entry.host_pool if hasattr(pool, "anchor_entry") else pool
+
+
+def host_free_tokens(sched) -> int:
+    pool = host_pool(sched)
+    return 0 if pool is None else int(pool.available_size())
+
+
+def kv_bytes_per_token(sched) -> int:
+    """This stage's KV bytes per token (its layers only)."""
+    pool = host_pool(sched)
+    return int(pool.get_size_per_token()) if pool is not None else 0
+
+
+def binding_kv_bytes_per_token(sched) -> int:
+    """The largest per-token KV of any stage: a plan sized for it fits every stage."""
+    from pipemax_sglang.core import ModelKVConfig, stage_kv_bytes_per_token
+
+    mine = kv_bytes_per_token(sched)
+    try:
+        cfg = sched.model_config.hf_text_config.to_dict()
+        itemsize = sched.token_to_kv_pool_allocator.get_kvcache().dtype.itemsize
+        dtype = {1: "float8_e4m3fn", 2: "bfloat16", 4: "float32"}[itemsize]
+        per_stage = stage_kv_bytes_per_token(ModelKVConfig.from_hf_config(cfg, kv_dtype=dtype),
+                                             get_parallel().pp_size, get_parallel().tp_size)
+        return max(mine, max(per_stage))
+    except (KeyError, ValueError, AttributeError):
+        return mine
+
+
+def link_bytes_per_s() -> float | None:
+    """The host link's H2D rate: a datasheet profile for a known GPU, else None (CPU)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    from pipemax_sglang.core import PROFILES
+
+    name = torch.cuda.get_device_name().lower()
+    for key, profile in PROFILES.items():
+        if key.replace("-", " ").split()[0] in name:
+            return profile.h2d_gbps * 1e9
+    return 25e9
+
+
+def is_aborting(req) -> bool:
+    return req.to_finish is not None
+
+
+def wait_loads(sched, nodes) -> None:
+    """The prefetch fence: block until the load-backs of `nodes` have landed.
+    (CPU: the H2D copier thread; GPU: the H2D stream's ack events.)"""
+    if not nodes:
+        return
+    want = set(nodes)
+    cc = sched.tree_cache.cache_controller
+    for ack in list(cc.ack_load_queue):
+        if want.intersection(ack.node_ids):
+            ack.finish_event.synchronize()
+
+
+def _context(req) -> int:
+    return len(req.origin_input_ids) + len(req.output_ids)
+
+
+def next_residents(plan, parked_rids) -> tuple[int, ...]:
+    """Context lengths of the micro-batch's members that stay on the device for its next
+    turn: the running batch minus what is parked, plus a prefill batch that joins it."""
+    parked = set(parked_rids)
+    out = [_context(r) for r in plan.running_batch.reqs if r.rid not in parked]
+    batch = plan.batch_to_run
+    if batch is not None and batch is not plan.running_batch and batch.forward_mode.is_extend():
+        out += [_context(r) for r in batch.reqs]
+    return tuple(out)
+
+
+def mb_rows(sched, m: int) -> tuple[int, ...]:
+    rows = [len(b.reqs) for b in running_batches(sched)]
+    return tuple((rows + [0] * m)[:m])
+
+
+def mb_ctx(sched, m: int) -> tuple[int, ...]:
+    ctx = [sum(_context(r) for r in b.reqs) for b in running_batches(sched)]
+    return tuple((ctx + [0] * m)[:m])
+
+
+def running_tokens(sched) -> int:
+    return sum(_context(r) for b in running_batches(sched) for r in b.reqs)
+
+
+def prepare_tree_cache(tree_cache) -> None:
+    """PipeMax needs every host-resident token of a rejoining request loaded: HiCache skips
+    load-backs shorter than load_back_threshold (10, unified_radix_cache.py:576)."""
+    if hasattr(tree_cache, "load_back_threshold"):
+        tree_cache.load_back_threshold = 1
+
+
+def send_abort(sched, req, recv_req) -> None:
+    from sglang.srt.managers.scheduler import _make_abort_req
+
+    sched.send_abort_output(_make_abort_req(req, finished_reason=recv_req.finished_reason), req)
+
+
+RELEASE_KV_CACHE = "sglang.srt.mem_cache.common.release_kv_cache"
+
+
+def reap_writes(tree_cache) -> None:
+    """Finish every queued write-through and release its write lock (the blocking branch of
+    unified_radix_cache.writing_check, :3472). Same on every rank: it drains all acks."""
+    if getattr(tree_cache, "cache_controller", None) is not None and tree_cache.ongoing_write_through:
+        tree_cache.writing_check(write_back=True)

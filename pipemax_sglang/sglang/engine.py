@@ -34,6 +34,7 @@ class Engine(SGLangEngine):
         platform.check_cpu_ready()
         if "server_args" not in sgl_kwargs:
             sgl_kwargs = platform.cpu_server_defaults(sgl_kwargs)
+            sgl_kwargs.update(config.sglang_overrides(sgl_kwargs))
         owned_dir = None
         if config.status_dir is None:
             owned_dir = tempfile.mkdtemp(prefix="pipemax-status-")

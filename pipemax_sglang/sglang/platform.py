@@ -97,6 +97,35 @@ def cpu_cli_defaults(argv: list[str]) -> list[str]:
     return out
 
 
+_TYPES = {"pp_size": int, "max_total_tokens": int, "page_size": int, "hicache_size": int,
+          "hicache_ratio": float}
+_BOOL_FLAGS = {"enable_hierarchical_cache", "disable_overlap_schedule", "disable_radix_cache"}
+
+
+def argv_values(argv: list[str]) -> dict[str, Any]:
+    """SGLang flags given in argv as {name: value} (name with underscores), for checks."""
+    out: dict[str, Any] = {}
+    for flag, value in _cli_flags(argv).items():
+        name = flag[2:].replace("-", "_")
+        if name in _BOOL_FLAGS:
+            out[name] = True
+        elif value is not None:
+            out[name] = _TYPES.get(name, str)(value)
+    return out
+
+
+def overrides_to_argv(overrides: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for name, value in overrides.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            if value:
+                out.append(flag)
+        else:
+            out += [flag, str(value)]
+    return out
+
+
 def _cli_flags(argv: list[str]) -> dict[str, str | None]:
     """{--flag: value} for `--flag value` and `--flag=value` forms (value None if absent)."""
     flags: dict[str, str | None] = {}

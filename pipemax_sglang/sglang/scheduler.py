@@ -2,8 +2,16 @@
 
 Installed by the plugin (scheduler_install.py) in place of SGLang's Scheduler, in each spawned
 scheduler process, when a PipeMax config is present. Thin on purpose (STYLE.md: SGLang's
-Scheduler has six mixins; PipeMax's logic lives in its own objects): it holds the frozen
-config, owns the stage's StatusBoard, and publishes what this stage received.
+Scheduler has six mixins): every override hands over to PipeMaxStage (stage.py) at one of the
+points where SGLang's PP loop and its normal loop meet:
+
+    ingest_requests        plans relayed by stage 0 arrive; parks applied, prefetches issued
+    get_next_batch_to_run  rejoins merged before SGLang builds the batch; decision after
+    run_batch              step time measured (stage 0's cost model)
+    _pp_process_batch_result  parked requests whose last result came in release their rows
+    abort_request, is_fully_idle, _should_defer_prefill, update_running_batch
+                           parked requests are visible to aborts, idleness, admission and
+                           the recompute count
 
 Caveat from SGLang's HookRegistry: `_propagate_patch` rebinds module-level `Scheduler` names
 to this subclass, so methods here call `super()`, never `Scheduler.method(self)`.
@@ -15,25 +23,35 @@ import os
 import time
 
 from sglang.srt.managers.scheduler import Scheduler
+from sglang.utils import TypeBasedDispatcher
 
 from pipemax_sglang import env
 from pipemax_sglang.config import PipeMaxConfig
 from pipemax_sglang.runtime.status import StatusBoard
 from pipemax_sglang.sglang import compat
+from pipemax_sglang.sglang.messages import PipeMaxPlan
+from pipemax_sglang.sglang.stage import PipeMaxStage
+
+STATUS_EVERY_S = 0.5
 
 
 class PipeMaxScheduler(Scheduler):
     def __init__(self, server_args, port_args):
+        self.pipemax = None  # dispatcher and hooks may run during super().__init__
         super().__init__(server_args, port_args)
         self.pipemax_config = PipeMaxConfig.from_json(env.config_json() or "{}")
         self.pipemax_ranks = compat.stage_ranks()
+        compat.prepare_tree_cache(self.tree_cache)
+        self.pipemax = PipeMaxStage(self, self.pipemax_config, self.pipemax_ranks)
         self.pipemax_board = (
             StatusBoard(self.pipemax_config.status_dir, self.pipemax_ranks.pp_rank, self.pipemax_ranks.tp_rank)
             if self.pipemax_config.status_dir
             else None
         )
+        self._pipemax_published = 0.0
         self.pipemax_publish()
 
+    # ---- status --------------------------------------------------------------------------
     def pipemax_status(self) -> dict:
         r = self.pipemax_ranks
         return {
@@ -41,15 +59,82 @@ class PipeMaxScheduler(Scheduler):
             "pp_size": r.pp_size,
             "tp_rank": r.tp_rank,
             "tp_size": r.tp_size,
-            "micro_batches": r.pp_size + r.pp_async_batch_depth if r.pp_size > 1 else 1,
+            "micro_batches": self.pipemax.M if self.pipemax else None,
             "pid": os.getpid(),
             "scheduler": type(self).__name__,
             "config": self.pipemax_config.public_dict(),
             "device_kv_tokens": int(self.max_total_num_tokens),
             "hierarchical_cache": compat.hierarchical_cache_enabled(),
+            "pipemax": self.pipemax.status() if self.pipemax else {},
             "updated_at": time.time(),
         }
 
-    def pipemax_publish(self) -> None:
-        if self.pipemax_board is not None:
+    def pipemax_publish(self, force: bool = True) -> None:
+        now = time.monotonic()
+        if self.pipemax_board is not None and (force or now - self._pipemax_published >= STATUS_EVERY_S):
+            self._pipemax_published = now
             self.pipemax_board.publish(self.pipemax_status())
+
+    # ---- the relay of stage 0's decisions -------------------------------------------------
+    def init_request_dispatcher(self):
+        super().init_request_dispatcher()
+        self._request_dispatcher += TypeBasedDispatcher([(PipeMaxPlan, self._pipemax_on_plan)])
+
+    def _pipemax_on_plan(self, msg: PipeMaxPlan):
+        self.pipemax.on_plan(msg)
+
+    def _poll_timeout_aborts(self):
+        out = super()._poll_timeout_aborts()
+        if self.pipemax is not None:
+            out = list(out) + self.pipemax.drain_outbox()
+        return out
+
+    def ingest_requests(self, *args, **kwargs):
+        recv = super().ingest_requests(*args, **kwargs)
+        if self.pipemax is not None:
+            self.pipemax.issue_prefetches()
+        return recv
+
+    # ---- the turn ------------------------------------------------------------------------
+    def get_next_batch_to_run(self, running_batch, last_batch):
+        stage = self.pipemax
+        mb = stage.turn % stage.M
+        running_batch = stage.before_turn(running_batch)
+        plan = super().get_next_batch_to_run(running_batch=running_batch, last_batch=last_batch)
+        stage.after_turn(mb, plan)
+        self.pipemax_publish(force=False)
+        return plan
+
+    def run_batch(self, batch, *args, **kwargs):
+        start = time.perf_counter()
+        result = super().run_batch(batch, *args, **kwargs)
+        self.pipemax.observe_step(batch, time.perf_counter() - start)
+        return result
+
+    def _pp_process_batch_result(self, batch, output_result):
+        super()._pp_process_batch_result(batch, output_result)
+        self.pipemax.after_result(batch)
+
+    def update_running_batch(self, batch):
+        before = len(self.waiting_queue)
+        out = super().update_running_batch(batch)
+        # retract_decode puts requests back in the waiting queue: SGLang's recompute path
+        self.pipemax.stats.recomputes += max(0, len(self.waiting_queue) - before)
+        return out
+
+    # ---- visibility of parked requests ---------------------------------------------------
+    def _should_defer_prefill(self, running_batch) -> bool:
+        return super()._should_defer_prefill(running_batch) or self.pipemax.defer_admission()
+
+    def is_fully_idle(self, *args, **kwargs) -> bool:
+        idle = super().is_fully_idle(*args, **kwargs)
+        if idle and self.pipemax is not None and self.pipemax.busy():
+            return False
+        if idle and self.pipemax is not None:
+            self.pipemax_publish(force=True)
+        return idle
+
+    def abort_request(self, recv_req):
+        for req in self.pipemax.abort(recv_req.rid, recv_req.abort_all):
+            compat.send_abort(self, req, recv_req)
+        return super().abort_request(recv_req)

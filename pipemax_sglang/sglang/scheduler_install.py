@@ -1,8 +1,12 @@
-"""Installs PipeMaxScheduler in place of SGLang's Scheduler when this process has a PipeMax config.
+"""Installs PipeMax in an SGLang process that has a PipeMax config (scheduler processes).
 
 Called from the plugin in every SGLang process. The config arrives in PIPEMAX_CONFIG (set by
 pipemax_sglang's entry points before SGLang spawns its processes); without it, or with
---disable-pipemax, SGLang's own Scheduler runs untouched.
+--disable-pipemax, SGLang runs untouched. Two hooks:
+- REPLACE SGLang's Scheduler class with PipeMaxScheduler;
+- AROUND release_kv_cache: a parked request that finishes (its in-flight step hit a stop)
+  holds no device KV of its own any more; PipeMax cleans it up instead of SGLang
+  re-inserting it into the tree with a stale row.
 """
 
 from __future__ import annotations
@@ -16,6 +20,13 @@ def configured() -> PipeMaxConfig | None:
     return PipeMaxConfig.from_json(text) if text else None
 
 
+def release_kv_cache_around(original, req, tree_cache, *args, **kwargs):
+    parked = getattr(req, "pipemax_parked", None)
+    if parked is not None:
+        return parked.owner.on_release(req)
+    return original(req, tree_cache, *args, **kwargs)
+
+
 def register_if_configured() -> bool:
     config = configured()
     if config is None or not config.enabled:
@@ -26,4 +37,5 @@ def register_if_configured() -> bool:
     from pipemax_sglang.sglang.scheduler import PipeMaxScheduler
 
     HookRegistry.register(compat.SCHEDULER_CLASS, PipeMaxScheduler, HookType.REPLACE)
+    HookRegistry.register(compat.RELEASE_KV_CACHE, release_kv_cache_around, HookType.AROUND)
     return True

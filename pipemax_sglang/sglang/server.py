@@ -44,7 +44,9 @@ def run(config: PipeMaxConfig, sglang_argv: list[str]) -> int:
     from sglang.srt.utils import kill_process_tree
 
     load_plugins()
-    server_args = prepare_server_args(platform.cpu_cli_defaults(sglang_argv))
+    argv = platform.cpu_cli_defaults(sglang_argv)
+    argv = argv + platform.overrides_to_argv(config.sglang_overrides(platform.argv_values(argv)))
+    server_args = prepare_server_args(argv)
     config.check_server_args(server_args)
     _refuse_unsupported(server_args)
 

@@ -26,8 +26,9 @@ NEW = 8
 ], ids=["default-kernel-page_first", "direct-layer_first"])
 def test_resent_prompts_come_back_from_host_with_reference_tokens(tiny_model, layout):
     sp = {**GREEDY, "max_new_tokens": NEW}
+    # stock SGLang (LRU eviction): this is about HiCache's own host tier running on CPU
     with EngineProcess(model_path=tiny_model, max_total_tokens=1024, enable_hierarchical_cache=True,
-                       hicache_ratio=8, log_level="error", **layout) as eng:
+                       hicache_ratio=8, log_level="error", disable_pipemax=True, **layout) as eng:
         first = eng.generate(input_ids=A, sampling_params=sp)
         eng.generate(input_ids=B, sampling_params=sp)
         again = eng.generate(input_ids=A, sampling_params=sp)

@@ -1,0 +1,52 @@
+"""PipeMax's counters for one scheduler process, and their JSON form (status board, Engine,
+/pipemax/status). Plain numbers: the Prometheus gauges mirror them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class PipeMaxStats:
+    parks: int = 0                 # requests parked (KV handed to the tree, row released)
+    rejoins: int = 0               # requests rejoined without recompute
+    parked_now: int = 0
+    parked_peak: int = 0
+    h2d_bytes: int = 0             # KV loaded back host -> device for rejoins
+    d2h_bytes: int = 0             # KV newly written device -> host when parking
+    prefetch_stall_s: float = 0.0  # time a turn waited for its prefetch to land
+    prefetch_deferred: int = 0     # planned rejoins that could not be brought back in time
+    recomputes: int = 0            # requests SGLang retracted (its recompute path)
+    host_full_skips: int = 0       # parks skipped because host memory was full (fallback)
+    plans: int = 0
+    budget_bytes_total: int = 0
+    plan_bytes_total: int = 0
+    over_budget_plans: int = 0     # plans whose bytes exceeded their budget (must stay 0)
+    turns: int = 0
+    effective_batch_sum: int = 0   # sum over decode turns of the batch size (resident + rejoined)
+    rejoined_in_batch_sum: int = 0
+    decode_turns: int = 0
+    mb_rows_last: list[int] = field(default_factory=list)  # last decode batch size per micro-batch
+
+    @property
+    def budget_utilisation(self) -> float:
+        return self.plan_bytes_total / self.budget_bytes_total if self.budget_bytes_total else 0.0
+
+    @property
+    def effective_batch_mean(self) -> float:
+        return self.effective_batch_sum / self.decode_turns if self.decode_turns else 0.0
+
+    @property
+    def imbalance(self) -> float:
+        """(max - min) / mean of the micro-batches' last decode sizes: 0 is balanced."""
+        rows = [r for r in self.mb_rows_last if r > 0]
+        if len(rows) < 2:
+            return 0.0
+        mean = sum(rows) / len(rows)
+        return (max(rows) - min(rows)) / mean
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.update(budget_utilisation=self.budget_utilisation,
+                   effective_batch_mean=self.effective_batch_mean, imbalance=self.imbalance)
+        return out

@@ -1,0 +1,135 @@
+"""Stage 0's decision at the end of each turn: whom to park now, who rejoins next time.
+
+    plan = decide(state)      state: what SGLang's scheduler holds, read into core types
+
+The capacity picture it follows (DESIGN section 4, "Capacity arithmetic"): with M
+micro-batches in flight, a stage computes one while the next one's KV is being brought
+back, so under memory pressure a micro-batch's requests are parked right after their
+forward (their KV stays on the device until something needs the room: HiCache evicts
+most-recently-parked first) and the selector composes each micro-batch's next turn from the
+parked pool within
+  - the device share of one turn: (D - reserve) / 2 when M >= 2 (active + prefetching),
+    D - reserve when M = 1;
+  - the H2D budget of the prefetch window (the slot before the turn), from the core's link
+    timeline, so commitments slide later budgets;
+  - the row cap (SGLang's pp_max_micro_batch_size).
+Each rejoin is charged its whole context against budget and device: by its next turn a
+parked request's device copy has usually been evicted; a surviving copy costs less than
+predicted, never more. With no pressure (everything in flight fits the device) nothing is
+parked and SGLang runs as stock.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from pipemax_sglang.config import PipeMaxConfig
+from pipemax_sglang.core import (BudgetPolicy, Candidate, LinkTimeline, SelectorInput, SELECTORS,
+                                 StepCost, StepCostModel, TransferModel)
+from pipemax_sglang.sglang.messages import PipeMaxPlan
+
+CPU_COPY_BYTES_PER_S = 10e9      # nominal memcpy rate when no link is emulated (CPU runs)
+CPU_PRIOR = StepCost(a=2e-3, b=2e-4, c=2e-7)   # rough CPU prior until 16 steps are measured
+
+
+@dataclass(frozen=True)
+class TurnView:
+    """What the decider reads from SGLang at the end of a turn (plain numbers and ids)."""
+
+    turn: int
+    mb: int
+    num_mbs: int
+    decode_rids: tuple[str, ...]          # the decode batch launched this turn (empty: none)
+    next_residents: tuple[int, ...]       # context lengths of mb's members staying resident
+    mb_rows: tuple[int, ...]              # running rows per micro-batch (for slot prediction)
+    mb_ctx: tuple[int, ...]               # running context sum per micro-batch
+    inflight_tokens: int                  # running + parked KV tokens
+    device_tokens: int                    # D: max_total_num_tokens
+    waiting: int                          # requests SGLang has not admitted yet
+    row_cap: int
+
+
+@dataclass(frozen=True)
+class PoolEntry:
+    rid: str
+    kv_len: int
+    rounds_waited: int
+    arrival: int
+
+
+class Decider:
+    def __init__(self, config: PipeMaxConfig, kv_bytes_per_token: int, num_stages: int,
+                 link_bytes_per_s: float | None) -> None:
+        self.config = config
+        self.k = kv_bytes_per_token          # binding stage's bytes per token
+        self.num_stages = num_stages
+        bw = link_bytes_per_s or CPU_COPY_BYTES_PER_S
+        self.transfer = TransferModel(latency_s=1e-5, h2d_bytes_per_s=bw, d2h_bytes_per_s=bw)
+        self.cost_model = StepCostModel(CPU_PRIOR)
+        self.link_free_at = 0.0
+        self.select = SELECTORS[config.selector]
+
+    def observe_step(self, rows: int, sum_context: int, seconds: float) -> None:
+        self.cost_model.observe(rows, sum_context, seconds)
+
+    def reserve(self, view: TurnView) -> int:
+        """Device tokens kept free: 5% margin, plus one step's growth of every running row
+        (the target micro-batch's own growth is charged by the selector, a token per row)."""
+        return view.device_tokens // 20 + sum(view.mb_rows)
+
+    def pressure(self, view: TurnView) -> bool:
+        return view.waiting > 0 or view.inflight_tokens + self.reserve(view) > view.device_tokens
+
+    def decide(self, view: TurnView, pool: list[PoolEntry], planned: set[str]) -> PipeMaxPlan:
+        park = view.decode_rids if self.pressure(view) else ()
+        M = view.num_mbs
+        target, issue = view.turn + M, view.turn + max(M - 1, 1)
+        share = view.device_tokens - self.reserve(view)
+        if M >= 2:
+            share //= 2
+        free = max(0, share - sum(c + 1 for c in view.next_residents))
+        rows = max(0, view.row_cap - len(view.next_residents))
+
+        cands = [Candidate(p.rid, p.kv_len, p.kv_len, (), p.rounds_waited, p.arrival)
+                 for p in pool if p.rid not in planned]
+        cost = self.cost_model.current()
+        budget_bytes, now, timeline = self._budget(view, cost, pool, rows)
+        others = [(m, r, c) for m, (r, c) in enumerate(zip(view.mb_rows, view.mb_ctx)) if m != view.mb]
+        inp = SelectorInput(
+            candidates=tuple(cands), residents=(), budget_bytes=budget_bytes,
+            kv_bytes_per_token=self.k, device_tokens_free=free, row_cap=rows, cost=cost,
+            other_step_times=tuple(cost.predict(r, c) for _, r, c in others),
+            other_rows=tuple(r for _, r, _ in others), num_stages=self.num_stages,
+        )
+        plan = self.select(inp) if cands and rows > 0 and free > 0 else None
+        rejoin = plan.rejoin if plan is not None else ()
+        plan_bytes = plan.bytes if plan is not None else 0
+        if plan_bytes:
+            self.link_free_at = timeline.commit(0, plan_bytes, now).link_free_at
+        return PipeMaxPlan(view.turn, view.mb, tuple(park), tuple(rejoin), target, issue,
+                           budget_bytes, plan_bytes)
+
+    def _budget(self, view: TurnView, cost: StepCost, pool: list[PoolEntry],
+                rows: int) -> tuple[int, float, LinkTimeline]:
+        """Bytes the link can bring back in the prefetch window: the slot before the target
+        turn (issue at its start, land before the turn), after earlier commitments.
+
+        The window is at least one step of the batch the plan would form (its oldest
+        candidates up to the row cap): when the pipeline has drained (every request parked)
+        the predicted slots are empty, and a zero budget would never bring anyone back; a
+        transfer no compute can hide is then a stall the turn waits for, not a deadlock."""
+        M = view.num_mbs
+        slot = [cost.predict(r, c) for r, c in zip(view.mb_rows, view.mb_ctx)]
+        now = time.monotonic()
+        # slots that run before the prefetch is issued: this turn's, then the next M-2
+        ahead = sum(slot[(view.mb + j) % M] for j in range(0, max(M - 1, 1)))
+        window = slot[(view.mb + M - 1) % M] if M > 1 else slot[view.mb]
+        oldest = sorted(pool, key=lambda p: (-p.rounds_waited, p.arrival))[:rows]
+        window = max(window, cost.predict(len(oldest), sum(p.kv_len for p in oldest)))
+        issue_at = now + ahead - (window if M == 1 else 0.0)
+        timeline = LinkTimeline(self.transfer, (max(window, 0.0), max(window, 0.0)),
+                                link_free_at=self.link_free_at,
+                                policy=BudgetPolicy(self.config.budget_margin))
+        # mb 0 of this two-slot view leaves at issue_at; its next turn is one window later
+        return timeline.budget(0, issue_at).nbytes, issue_at, timeline

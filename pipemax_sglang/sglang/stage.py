@@ -1,0 +1,280 @@
+"""PipeMaxStage: PipeMax inside one SGLang scheduler process (one PP stage, one TP rank).
+
+The scheduler subclass (scheduler.py) calls it at five points of SGLang's loop; all stages
+call them at the same points, so all hold the same batches:
+
+    ingest i      on_plan(msg)         park msg.park (forward done), note msg.rejoin
+                  issue_prefetches(i)  prefetches due now: match, load back, lock
+    turn i        before_turn(i)       fence on this turn's prefetches; rejoin; merge
+                  ... SGLang builds and launches the batch ...
+                  after_turn(i)        record composition; stage 0 decides -> outbox
+    result        after_result(batch)  parked requests whose result is in: free their rows
+    release hook  on_release(req)      a parked request finished: clean up instead
+
+Turn numbers count get_next_batch_to_run calls; micro-batch of turn i is i % M (SGLang's PP
+loop visits mb 0..M-1 in order; M = 1 in the non-PP loop).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from typing import Any
+
+from pipemax_sglang import env
+from pipemax_sglang.config import PipeMaxConfig
+from pipemax_sglang.runtime.stats import PipeMaxStats
+from pipemax_sglang.sglang import compat, kv_moves
+from pipemax_sglang.sglang.kv_moves import ParkedReq, Prefetch
+from pipemax_sglang.sglang.messages import PipeMaxPlan
+from pipemax_sglang.sglang.policy import Decider, PoolEntry, TurnView
+
+logger = logging.getLogger(__name__)
+_DEBUG = env.debug()
+
+
+class PipeMaxStage:
+    def __init__(self, sched, config: PipeMaxConfig, ranks: compat.StageRanks) -> None:
+        self.sched = sched
+        self.config = config
+        self.ranks = ranks
+        self.M = ranks.pp_size + ranks.pp_async_batch_depth if ranks.pp_size > 1 else 1
+        self.turn = 0
+        self.pool: dict[str, ParkedReq] = {}                  # admission order kept
+        self.tasks: list[PipeMaxPlan] = []                    # rejoins not yet prefetched
+        self.prefetched: dict[int, list[Prefetch]] = defaultdict(list)   # by target turn
+        self.outbox: list[PipeMaxPlan] = []
+        self.stats = PipeMaxStats(mb_rows_last=[0] * self.M)
+        self.arrivals = 0
+        self.warned_host_full = False
+        self.decider = self._make_decider() if compat.is_decider_rank() else None
+        self.record = None
+        if config.record_batches and config.status_dir:
+            path = os.path.join(config.status_dir, f"batches-pp{ranks.pp_rank}-tp{ranks.tp_rank}.jsonl")
+            self.record = open(path, "a", buffering=1)
+
+    def _make_decider(self) -> Decider:
+        k = compat.binding_kv_bytes_per_token(self.sched)
+        gbps = self.config.emulate_link_gbps
+        link = gbps * 1e9 if gbps else compat.link_bytes_per_s()
+        return Decider(self.config, k, self.ranks.pp_size, link)
+
+    # ---- queries -------------------------------------------------------------------------
+    def busy(self) -> bool:
+        return bool(self.pool or self.tasks or any(self.prefetched.values()) or self.outbox)
+
+    def inflight_rows(self) -> int:
+        return sum(len(b.reqs) for b in compat.running_batches(self.sched)) + len(self.pool)
+
+    def defer_admission(self) -> bool:
+        """Admit no more while the pipeline is full: M micro-batches of row_cap rows each, or
+        the host tier cannot take the KV of what is already in flight."""
+        if not self.pool:
+            return False
+        if self.inflight_rows() >= self.M * compat.row_cap(self.sched):
+            return True
+        return compat.host_free_tokens(self.sched) <= compat.device_tokens(self.sched) // 20
+
+    # ---- ingest ----------------------------------------------------------------------------
+    def drain_outbox(self) -> list[PipeMaxPlan]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def on_plan(self, msg: PipeMaxPlan) -> None:
+        if _DEBUG:
+            logger.warning("pipemax pp%d turn %d plan %s pool=%d", self.ranks.pp_rank, self.turn, msg, len(self.pool))
+        if msg.park:
+            self._park(msg)
+        if msg.rejoin:
+            self.tasks.append(msg)
+        self.stats.plans += 1
+        self.stats.budget_bytes_total += msg.budget_bytes
+        self.stats.plan_bytes_total += msg.plan_bytes
+        self.stats.over_budget_plans += msg.plan_bytes > msg.budget_bytes
+
+    def _park(self, msg: PipeMaxPlan) -> None:
+        tc = self.sched.tree_cache
+        batch = compat.live_batch(self.sched, msg.mb)
+        rids = set(msg.park)
+        chosen = [r for r in batch.reqs if r.rid in rids and not r.finished()]
+        if not chosen:
+            return
+        in_flight = compat.freeze_in_flight(self.sched, msg.mb, batch)
+        parked = []
+        for req in chosen:
+            if compat.host_free_tokens(self.sched) < req.kv.kv_committed_len - req.kv.cache_inserted_len:
+                self.stats.host_full_skips += 1
+                if not self.warned_host_full:
+                    self.warned_host_full = True
+                    logger.warning("pipemax: host KV tier full; requests that cannot be parked stay "
+                                   "on the device and SGLang's own memory handling applies")
+                continue
+            L, new_tokens, host_lock = kv_moves.park_begin(req, tc)
+            p = ParkedReq(req, L, msg.turn, self.arrivals, host_lock=host_lock, owner=self)
+            self.arrivals += 1
+            req.pipemax_parked = p
+            self.pool[req.rid] = p
+            self.stats.d2h_bytes += new_tokens * compat.kv_bytes_per_token(self.sched)
+            parked.append(req)
+            if not in_flight:
+                self._finish_park(p)
+        keep = [i for i, r in enumerate(batch.reqs) if r not in parked]
+        batch.filter_batch(keep_indices=keep)
+        self.stats.parks += len(parked)
+        self._note_pool()
+
+    def _finish_park(self, p: ParkedReq) -> None:
+        kv_moves.park_finish(p.req, self.sched.tree_cache)
+        p.ready = True
+
+    def _note_pool(self) -> None:
+        self.stats.parked_now = len(self.pool)
+        self.stats.parked_peak = max(self.stats.parked_peak, len(self.pool))
+
+    def issue_prefetches(self) -> None:
+        due = [t for t in self.tasks if t.issue_turn <= self.turn]
+        if not due:
+            return
+        self.tasks = [t for t in self.tasks if t.issue_turn > self.turn]
+        tc = self.sched.tree_cache
+        # Parked nodes become evictable only when their write-through is acked; a load that
+        # needs their room must not find them still pinned (pp 1 parks and prefetches at the
+        # same ingest). Waits only for D2H copies already queued: the newest tokens.
+        compat.reap_writes(tc)
+        loads = 0
+        for msg in due:
+            for rid in msg.rejoin:
+                p = self.pool.get(rid)
+                if p is None or p.req.finished() or compat.is_aborting(p.req):
+                    continue
+                pf = kv_moves.prefetch(p, tc, msg.target_turn)
+                if pf is None:
+                    self.stats.prefetch_deferred += 1
+                    continue
+                self.pool.pop(rid)
+                self.prefetched[msg.target_turn].append(pf)
+                loads += pf.host_tokens > 0
+                self.stats.h2d_bytes += pf.host_tokens * compat.kv_bytes_per_token(self.sched)
+        if loads:
+            tc.ready_to_load_host_cache()
+        self._note_pool()
+
+    # ---- the turn --------------------------------------------------------------------------
+    def before_turn(self, running_batch):
+        """Rejoin this turn's prefetched requests into the micro-batch's running batch."""
+        pfs = self.prefetched.pop(self.turn, [])
+        # a prefetch whose request is not ready yet (its last result still in flight) waits
+        ready = [pf for pf in pfs if pf.parked.ready and not pf.parked.req.finished()]
+        later = [pf for pf in pfs if not pf.parked.ready and not pf.parked.req.finished()]
+        for pf in pfs:
+            if pf.parked.req.finished():
+                self._drop(pf.parked, pf)
+        if later:
+            self.prefetched[self.turn + 1].extend(later)
+        if _DEBUG and (pfs or self.turn % 50 == 0):
+            logger.warning("pipemax pp%d turn %d before: ready=%d later=%d running=%d pool=%d tasks=%d",
+                           self.ranks.pp_rank, self.turn, len(ready), len(later), len(running_batch.reqs),
+                           len(self.pool), len(self.tasks))
+        if not ready:
+            return running_batch
+        start = time.perf_counter()
+        compat.wait_loads(self.sched, [pf.node for pf in ready if pf.host_tokens])
+        self.stats.prefetch_stall_s += time.perf_counter() - start
+        tc = self.sched.tree_cache
+        for pf in ready:
+            kv_moves.release_host_lock(pf.parked, tc)
+            pf.parked.req.pipemax_parked = None
+        nb = kv_moves.rejoin(ready, self.sched)
+        self.stats.rejoins += len(ready)
+        self.stats.rejoined_in_batch_sum += len(ready)
+        if running_batch.is_empty():
+            return nb
+        running_batch.merge_batch(nb)
+        return running_batch
+
+    def after_turn(self, mb: int, plan) -> None:
+        batch = plan.batch_to_run
+        is_decode = batch is not None and batch.forward_mode.is_decode()
+        self.stats.turns += 1
+        if is_decode:
+            self.stats.decode_turns += 1
+            self.stats.effective_batch_sum += batch.batch_size()
+            self.stats.mb_rows_last[mb] = batch.batch_size()
+        if self.record is not None:
+            self.record.write(json.dumps({
+                "turn": self.turn, "mb": mb,
+                "mode": None if batch is None else str(batch.forward_mode.name),
+                "rids": sorted(r.rid for r in batch.reqs) if batch is not None else [],
+            }) + "\n")
+        if self.decider is not None:
+            self._decide(mb, plan, batch if is_decode else None)
+        for p in self.pool.values():
+            p.rounds_waited += 1
+        self.turn += 1
+
+    def _decide(self, mb: int, plan, decode_batch) -> None:
+        sched = self.sched
+        decode_rids = tuple(r.rid for r in decode_batch.reqs) if decode_batch is not None else ()
+        view = TurnView(
+            turn=self.turn, mb=mb, num_mbs=self.M, decode_rids=decode_rids,
+            next_residents=compat.next_residents(plan, decode_rids),
+            mb_rows=compat.mb_rows(sched, self.M), mb_ctx=compat.mb_ctx(sched, self.M),
+            inflight_tokens=compat.running_tokens(sched) + sum(p.kv_len for p in self.pool.values()),
+            device_tokens=compat.device_tokens(sched), waiting=len(sched.waiting_queue),
+            row_cap=compat.row_cap(sched),
+        )
+        planned = {rid for t in self.tasks for rid in t.rejoin}
+        pool = [PoolEntry(p.rid, p.kv_len, p.rounds_waited, p.arrival) for p in self.pool.values()
+                if p.rid not in decode_rids]
+        msg = self.decider.decide(view, pool, planned)
+        if msg.park or msg.rejoin:
+            self.outbox.append(msg)
+
+    def observe_step(self, batch, seconds: float) -> None:
+        if self.decider is not None and batch is not None and batch.forward_mode.is_decode():
+            self.decider.observe_step(batch.batch_size(), int(batch.seq_lens_sum), seconds)
+
+    # ---- results, release, abort -----------------------------------------------------------
+    def after_result(self, batch) -> None:
+        for req in batch.reqs:
+            p = getattr(req, "pipemax_parked", None)
+            if p is not None and not p.ready and not req.finished():
+                self._finish_park(p)
+
+    def on_release(self, req) -> None:
+        """SGLang releases a parked request that finished (its in-flight step hit a stop)."""
+        p: ParkedReq = req.pipemax_parked
+        if not p.ready:
+            self._finish_park(p)
+        self._drop(p, None)
+
+    def _drop(self, p: ParkedReq, pf: Prefetch | None) -> None:
+        tc = self.sched.tree_cache
+        if pf is not None:
+            kv_moves.abandon(pf, tc)
+        for turn, pfs in list(self.prefetched.items()):
+            for other in [x for x in pfs if x.parked is p]:
+                kv_moves.abandon(other, tc)
+                pfs.remove(other)
+        kv_moves.release_host_lock(p, tc)
+        self.pool.pop(p.rid, None)
+        p.req.pipemax_parked = None
+        self._note_pool()
+
+    def abort(self, rid_prefix: str, abort_all: bool) -> list:
+        """Parked requests (ready: not in any in-flight batch) matching an abort. Returns them
+        for the scheduler to send their abort outputs."""
+        hits = []
+        for p in list(self.pool.values()) + [pf.parked for pfs in self.prefetched.values() for pf in pfs]:
+            if p.ready and (abort_all or p.rid.startswith(rid_prefix)) and p.req.pipemax_parked is p:
+                self._drop(p, None)
+                hits.append(p.req)
+        return hits
+
+    def status(self) -> dict[str, Any]:
+        return {"micro_batches": self.M, "turn": self.turn, "parked": len(self.pool),
+                "prefetching": sum(len(v) for v in self.prefetched.values()),
+                "decider": self.decider is not None, **self.stats.to_dict()}
