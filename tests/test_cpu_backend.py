@@ -92,3 +92,25 @@ def test_an_event_recorded_after_a_copy_waits_for_it():
     ev.synchronize()
     assert ev.query()
     assert torch.equal(host.device_k_buffers[0][2], host.k_buffer[1, 0])
+
+
+def test_a_stream_waiting_on_an_event_blocks_until_the_copies_landed():
+    """HiCache's per-layer load wait is current_stream().wait_event(ev): on CPU it must block."""
+    import threading
+
+    from pipemax_sglang.runtime.copier import CopierEvent
+
+    cpu_backend.register_hooks()
+    host = _host("layer_first")
+    host.k_buffer[0, 3] = torch.randn(H, D)
+    gate = threading.Event()
+    h2d, _ = cpu_backend.Links.get()
+    h2d.submit(gate.wait, 0)
+    CopierEvent.note_use(h2d)
+    cpu_backend.load_to_device_per_layer(host, None, torch.tensor([3]), torch.tensor([7]), 0, "kernel")
+    ev = torch.cpu.Event()
+    assert isinstance(ev, CopierEvent)
+    ev.record()
+    threading.Timer(0.05, gate.set).start()
+    torch.cpu.current_stream().wait_event(ev)   # returns only after the copy
+    assert torch.equal(host.device_k_buffers[0][7], host.k_buffer[0, 3])

@@ -148,6 +148,18 @@ def _stream_query(self) -> bool:
     return all(c is None or c.done(c.tail()) for c in (Links.h2d, Links.d2h))
 
 
+def _stream_wait_event(self, event) -> None:
+    """A stream waiting on an event: on CPU the work after it runs in this thread, so block.
+    (HiCache's per-layer load wait is `current_stream().wait_event(...)`, cache_controller.py:77;
+    torch.cpu.Stream.wait_event is a no-op, which would let a forward read KV mid-copy.)"""
+    if isinstance(event, CopierEvent):
+        event.synchronize()
+
+
+def _stream_wait_stream(self, stream) -> None:
+    Links.drain()
+
+
 def register_hooks() -> None:
     """Register the CPU transfer path with SGLang's HookRegistry (call from the plugin)."""
     HookRegistry.register(_HOST_ALLOC, alloc_host_buffer, HookType.REPLACE)
@@ -158,6 +170,8 @@ def register_hooks() -> None:
     # l2_transfer.py calls stream.synchronize()/query(); torch.cpu.Stream lacks both.
     torch.cpu.Stream.synchronize = _stream_synchronize
     torch.cpu.Stream.query = _stream_query
+    torch.cpu.Stream.wait_event = _stream_wait_event
+    torch.cpu.Stream.wait_stream = _stream_wait_stream
     # SGLang creates its transfer events as device_module.Event (torch.cpu.Event on CPU), at
     # call time: events that know the copiers make every HiCache wait honour the copies.
     torch.cpu.Event = CopierEvent
