@@ -1,0 +1,99 @@
+"""One frozen SimConfig: what to simulate, validated where it is built.
+
+Policies (docs/sim.md has each one's description and sources):
+
+    tp               tensor parallel over all GPUs of a replica, no offload (SGLang --tp)
+    pp               pipeline parallel, no offload: admission by HBM, recompute on
+                     shortage (SGLang --pp-size; vLLM behaves alike)
+    pp-offload-fcfs  pipeline parallel with KV offload and a naive selector (core fcfs)
+    pipemax          pipeline parallel with offload, budget and the greedy selector
+
+A replica is `pp` GPUs (one a stage; for tp, one tensor-parallel group of `pp` GPUs);
+num_gpus / pp replicas split the requests and the host memory (data parallel), and the
+machine's throughput is the replicas' sum. Defaults: M = pp for every pipeline policy
+(SGLang's pp_async_batch_depth 0). For the offload policies that is not "nothing gained":
+DESIGN's tokens in flight D + (M - 2) * C already gain 6 C at M = pp = 8, and every
+micro-batch past pp re-reads all weights once more a cycle; the planner searches M > pp
+too (in our projections M = pp won). chunked_prefill_size 4,096 (SGLang's default for
+24-60 GB GPUs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipemax_sglang.core import SelectorParams
+
+from .machine import Machine
+from .model_shapes import ModelShape
+from .workload import Workload
+
+POLICIES = ("tp", "pp", "pp-offload-fcfs", "pipemax")
+OFFLOAD = {"pp-offload-fcfs": "fcfs", "pipemax": "greedy"}
+NO_CAP = 1 << 30
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    model: ModelShape
+    machine: Machine
+    workload: Workload
+    policy: str = "pipemax"
+    pp: int | None = None                 # GPUs a replica; None: all of them
+    micro_batches: int | None = None      # M; None: the policy's default
+    row_cap: int | None = None            # --pp-max-micro-batch-size; None: no cap
+    chunk_tokens: int = 4096
+    budget_margin: float = 0.1
+    selector_params: SelectorParams = field(default_factory=SelectorParams)
+    max_candidates: int | None = 128      # parked requests shown to the selector (offload.py)
+    record: bool = False                  # keep every transfer's interval (tests)
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        if self.pp is not None and (self.pp < 1 or self.machine.num_gpus % self.pp):
+            raise ValueError(f"pp {self.pp} must divide the {self.machine.num_gpus} GPUs")
+        if self.micro_batches is not None:
+            if self.micro_batches < 1:
+                raise ValueError("micro_batches must be >= 1")
+            if self.policy == "tp" and self.micro_batches != 1:
+                raise ValueError("tensor parallel runs one batch (micro_batches 1)")
+            if self.policy in OFFLOAD and self.micro_batches < self.stages:
+                raise ValueError(f"offload needs micro_batches >= pp ({self.stages})")
+        if self.row_cap is not None and self.row_cap < 1:
+            raise ValueError("row_cap must be >= 1")
+        if self.chunk_tokens < 1 or not 0.0 <= self.budget_margin < 1.0:
+            raise ValueError("chunk_tokens >= 1 and 0 <= budget_margin < 1")
+        if self.max_candidates is not None and self.max_candidates < 1:
+            raise ValueError("max_candidates must be >= 1 (or None: all)")
+
+    @property
+    def gpus(self) -> int:
+        return self.pp if self.pp is not None else self.machine.num_gpus
+
+    @property
+    def stages(self) -> int:
+        return 1 if self.policy == "tp" else self.gpus
+
+    @property
+    def replicas(self) -> int:
+        return self.machine.num_gpus // self.gpus
+
+    @property
+    def M(self) -> int:
+        if self.micro_batches is not None:
+            return self.micro_batches
+        if self.policy == "tp":
+            return 1
+        return self.stages
+
+    @property
+    def cap(self) -> int:
+        return self.row_cap if self.row_cap is not None else NO_CAP
+
+    def describe(self) -> str:
+        rc = self.row_cap if self.row_cap is not None else "-"
+        par = f"tp{self.gpus}" if self.policy == "tp" else f"pp{self.gpus} M{self.M}"
+        dp = f" dp{self.replicas}" if self.replicas > 1 else ""
+        return (f"{self.policy} {self.machine.profile.name}x{self.machine.num_gpus} {self.model.name} "
+                f"{par}{dp} cap {rc} host {self.machine.host_mem_gb:g}GB")

@@ -1,0 +1,299 @@
+"""The discrete-event engine: P stages, M micro-batches, PCIe links, device ledgers.
+
+It knows time, order and memory; a `Scheduler` (recompute.py, offload.py) knows policy.
+Events (a heap of (time, seq, action)): a stage finishing a turn, an activation arriving
+at the next stage, a transfer landing. Per stage, turns run strictly in order k.
+
+    stage_done(s, k)     s free; if s = 0, decide(k + M) (the scheduler, core policy
+                         inside); write-through of k's new KV on s's D2H link, then
+                         apply(s, k); hand k to s + 1 after the hop, or at the last stage
+                         count its output tokens
+    apply(s, k)          ledger of s: release k's ring entry, apply (k + M)'s Effects,
+                         queue (k + M)'s ring allocation and prefetch on s's H2D link
+    link head starts     when the link is idle and s has room (links.py)
+    turn k starts on s   when s is idle, k arrived, applied and landed on s, and (s = 0)
+                         its members' previous outputs are back
+
+A run ends when the scheduler has finished every request and no event is left. An empty
+turn (nothing to run) passes in no time; if a whole cycle of M turns is empty at one
+instant, the next decision waits for the next event (a transfer, a stage), and if there
+is none while work remains, that is a deadlock and raises.
+"""
+
+from __future__ import annotations
+
+import heapq
+from functools import partial
+from typing import Callable, NamedTuple, Protocol
+
+from .costs import Layout
+from .ledger import StageLedger
+from .links import Item, Link
+from .machine import Machine
+from .turn import DECODE, EMPTY, PREFILL, Turn
+
+
+class Scheduler(Protocol):
+    def decide(self, k: int, now: float, prev: Turn | None) -> Turn: ...
+
+    def done(self) -> bool: ...
+
+
+class Deadlock(RuntimeError):
+    """Work remains but nothing can run: a scheduler bug or an impossible configuration."""
+
+
+class EngineStats(NamedTuple):
+    makespan_s: float
+    tokens_out: int
+    turns: dict[str, int]
+    stage_busy_s: tuple[float, ...]
+    stage_stall_s: tuple[float, ...]      # idle, waiting only for a prefetch to land
+    h2d_bytes: int
+    d2h_bytes: int
+    h2d_busy_s: tuple[float, ...]         # per link
+    ledger_peak: tuple[int, ...]
+    ledger_violations: int
+    capacity_tokens: int
+    decode_rows: int                      # sum of rows over decode turns
+    decode_ctx: int                       # sum of attention context over decode turns
+    max_rows: int                         # most rows in one decode turn
+
+
+class Engine:
+    def __init__(self, layout: Layout, machine: Machine, scheduler: Scheduler, M: int,
+                 record: bool = False, gpus_per_stage: int = 1) -> None:
+        self.P = layout.pp
+        self.M = M
+        self.layout = layout
+        self.kv = layout.kv_bytes
+        self.sched = scheduler
+        self.ledgers = [StageLedger(layout.capacity_tokens) for _ in range(self.P)]
+        h2d, d2h = machine.link_rates()
+        lat = machine.profile.link_latency_s
+        # Stage s runs on GPU s (one GPU a stage); k consecutive GPUs share a switch.
+        group = max(1, machine.gpus_per_switch // gpus_per_stage)
+        n_links = -(-self.P // group)
+        self.h2d_links = [Link(f"h2d{i}", h2d, lat, record) for i in range(n_links)]
+        self.d2h_links = [Link(f"d2h{i}", d2h, lat, record) for i in range(n_links)]
+        self.h2d_of = [self.h2d_links[s // group] for s in range(self.P)]
+        self.d2h_of = [self.d2h_links[s // group] for s in range(self.P)]
+        self.turns: dict[int, Turn] = {}
+        self.pending: dict[int, list[int]] = {}
+        # Ring allocations happen in turn order on each stage (links.py): the next turn due,
+        # the requests that arrived early, and whether the due one is already in a queue.
+        self.alloc_next = [0] * self.P
+        self.alloc_wait: list[dict[int, Item | None]] = [{} for _ in range(self.P)]
+        self.queued: list[Item | None] = [None] * self.P
+        self.next_k = [0] * self.P
+        self.busy = [False] * self.P
+        self.busy_s = [0.0] * self.P
+        self.stall_s = [0.0] * self.P
+        self.stall_since: list[float | None] = [None] * self.P
+        self.last_done = -1
+        self.empty_run = 0
+        self.tokens_out = 0
+        self.makespan = 0.0
+        self.kinds = {"decode": 0, "prefill": 0, "empty": 0}
+        self.decode_rows = 0
+        self.decode_ctx = 0
+        self.max_rows = 0
+        self.now = 0.0
+        self.record = record
+        self.trace: list[tuple[str, int, int, float]] = []   # (event, stage, turn, time)
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = 0
+
+    # ---- event plumbing ------------------------------------------------------------
+    def _push(self, t: float, action: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, action))
+
+    def run(self) -> EngineStats:
+        for k in range(self.M):
+            self._decide(k, None)
+        heap = self._heap
+        while heap:
+            t, _, action = heapq.heappop(heap)
+            self.now = t
+            action()
+        if not self.sched.done():
+            raise Deadlock(f"no event left at t={self.now:.3f}s with requests unfinished")
+        return self._stats()
+
+    # ---- decisions -------------------------------------------------------------------
+    def _decide(self, k: int, prev: Turn | None) -> None:
+        turn = self.sched.decide(k, self.now, prev)
+        self.turns[k] = turn
+        self.kinds[turn.kind] += 1
+        turn.arrived[0] = True
+        turn.hop = self.layout.hop_latency_s + self.layout.hop_s_per_token * (
+            turn.tokens if turn.kind == PREFILL else turn.rows)
+        self.empty_run = self.empty_run + 1 if turn.kind == EMPTY else 0
+        if prev is None:
+            for s in range(self.P):
+                self._apply_to(s, -1, turn)
+        else:
+            for s in self.pending.pop(k, ()):
+                self._apply_to(s, k - self.M, turn)
+        self._try_start(0)
+
+    def _deferred_decide(self, k: int, prev: Turn) -> None:
+        if not self.sched.done():
+            self._decide(k, prev)
+
+    # ---- stages ----------------------------------------------------------------------
+    def _try_start(self, s: int) -> None:
+        if self.busy[s]:
+            return
+        t = self.turns.get(self.next_k[s])
+        if t is None or not t.applied[s]:
+            return
+        if s == 0:
+            if self.last_done < t.deps:
+                return
+        elif not t.arrived[s]:
+            return
+        if not t.landed[s]:
+            if self.stall_since[s] is None:
+                self.stall_since[s] = self.now
+            self._release_now(s, t.k)
+            return
+        if self.stall_since[s] is not None:
+            self.stall_s[s] += self.now - self.stall_since[s]
+            self.stall_since[s] = None
+        self.busy[s] = True
+        if self.record:
+            self.trace.append(("start", s, t.k, self.now))
+        dt = t.times[s]
+        self.busy_s[s] += dt
+        self._push(self.now + dt, partial(self._stage_done, s, t.k))
+
+    def _stage_done(self, s: int, k: int) -> None:
+        t = self.turns[k]
+        self.busy[s] = False
+        self.next_k[s] = k + 1
+        if s == 0 and not self.sched.done():
+            if t.kind == EMPTY and self.empty_run >= self.M:
+                if self._heap:      # a whole idle cycle: wait for something to happen
+                    self._push(self._heap[0][0], partial(self._deferred_decide, k + self.M, t))
+                else:
+                    raise Deadlock(f"idle pipeline at t={self.now:.3f}s, work remains")
+            else:
+                self._decide(k + self.M, t)
+        if t.d2h > 0:
+            link = self.d2h_of[s]
+            link.queue.append(Item(s, k, 0, t.d2h * self.kv[s], partial(self._apply, s, k)))
+            self._pump(link)
+        else:
+            self._apply(s, k)
+        if s + 1 < self.P:
+            self._push(self.now + t.hop, partial(self._arrive, s + 1, k))
+        else:
+            self.last_done = k
+            if t.kind != EMPTY:
+                self.tokens_out += len(t.reqs)
+                self.makespan = self.now
+                if t.kind == DECODE:
+                    self.decode_rows += t.rows
+                    self.decode_ctx += t.sum_ctx
+                    self.max_rows = max(self.max_rows, t.rows)
+            del self.turns[k]                 # every stage is done with it
+            self._try_start(0)
+        self._try_start(s)
+
+    def _arrive(self, s: int, k: int) -> None:
+        self.turns[k].arrived[s] = True
+        self._try_start(s)
+
+    # ---- memory and links --------------------------------------------------------------
+    def _apply(self, s: int, k: int) -> None:
+        nxt = self.turns.get(k + self.M)
+        if nxt is None:                       # decision not taken yet (deferred, or the end)
+            self.pending.setdefault(k + self.M, []).append(s)
+            return
+        self._apply_to(s, k, nxt)
+
+    def _apply_to(self, s: int, prev_k: int, nxt: Turn) -> None:
+        self.ledgers[s].apply(prev_k, nxt.effects)
+        nxt.applied[s] = True
+        if nxt.ring > 0:
+            rel = nxt.release[s] if nxt.release is not None else 0.0
+            self.alloc_wait[s][nxt.k] = Item(s, nxt.k, nxt.ring, nxt.h2d * self.kv[s],
+                                             partial(self._landed, s, nxt.k), rel)
+        else:
+            self.alloc_wait[s][nxt.k] = None
+            nxt.landed[s] = True
+        self._advance(s)
+        self._pump(self.h2d_of[s])
+        self._try_start(s)
+
+    def _advance(self, s: int) -> None:
+        """Queue stage s's next ring allocation, in turn order, one at a time."""
+        wait = self.alloc_wait[s]
+        while self.queued[s] is None and self.alloc_next[s] in wait:
+            it = wait.pop(self.alloc_next[s])
+            self.alloc_next[s] += 1
+            if it is not None:
+                self.h2d_of[s].queue.append(it)
+                self.queued[s] = it
+
+    def _landed(self, s: int, k: int) -> None:
+        if self.record:
+            self.trace.append(("landed", s, k, self.now))
+        self.turns[k].landed[s] = True
+        self._try_start(s)
+
+    def _release_now(self, s: int, k: int) -> None:
+        """Stage s is ready for turn k but its item waits for its release time: go now."""
+        it = self.queued[s]
+        if it is not None and it.k == k and it.release > self.now:
+            it.release = self.now
+            self._pump(self.h2d_of[s])
+
+    def _wake(self, link: Link) -> None:
+        link.wake_at = float("inf")
+        self._pump(link)
+
+    def _pump(self, link: Link) -> None:
+        """Start what can start: the first queued item that is released and whose stage
+        has room (so one waiting stage never blocks the others on a shared link)."""
+        while not link.busy and link.queue:
+            now = self.now
+            for i, it in enumerate(link.queue):
+                if it.release <= now and (not it.tokens or self.ledgers[it.stage].fits(it.tokens)):
+                    break
+            else:
+                nxt = min((x.release for x in link.queue if x.release > now), default=None)
+                if nxt is not None and nxt < link.wake_at:
+                    link.wake_at = nxt
+                    self._push(nxt, partial(self._wake, link))
+                return
+            del link.queue[i]
+            if it.tokens:
+                self.ledgers[it.stage].allocate(it.k, it.tokens)
+                self.queued[it.stage] = None
+                self._advance(it.stage)
+            if it.nbytes <= 0:
+                it.done()
+                continue
+            link.busy = True
+            self._push(link.started(now, it.nbytes), partial(self._link_done, link, it))
+
+    def _link_done(self, link: Link, it: Item) -> None:
+        link.busy = False
+        it.done()
+        self._pump(link)
+
+    # ---- results -----------------------------------------------------------------------
+    def _stats(self) -> EngineStats:
+        return EngineStats(
+            makespan_s=self.makespan, tokens_out=self.tokens_out, turns=dict(self.kinds),
+            stage_busy_s=tuple(self.busy_s), stage_stall_s=tuple(self.stall_s),
+            h2d_bytes=sum(x.bytes_moved for x in self.h2d_links),
+            d2h_bytes=sum(x.bytes_moved for x in self.d2h_links),
+            h2d_busy_s=tuple(x.busy_time for x in self.h2d_links),
+            ledger_peak=tuple(x.peak for x in self.ledgers),
+            ledger_violations=sum(x.violations for x in self.ledgers),
+            capacity_tokens=self.layout.capacity_tokens,
+            decode_rows=self.decode_rows, decode_ctx=self.decode_ctx, max_rows=self.max_rows)
