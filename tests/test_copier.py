@@ -72,3 +72,32 @@ def test_failed_copy_surfaces_to_waiters():
     seq = link.submit(boom, 1)
     with pytest.raises(RuntimeError, match="bad copier failed"):
         link.wait(seq)
+
+
+def test_gpu_check_script_runs_its_code_paths_on_cpu():
+    """benchmarks/gpu_check.py is run on a lent GPU only; its smoke mode keeps it honest here."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    proc = subprocess.run([sys.executable, str(script), "--cpu-smoke"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "plain pinned copy" in proc.stdout and "KV mover" in proc.stdout
+
+
+def test_an_event_recorded_after_another_still_covers_earlier_copies():
+    """HiCache records a per-layer event after each layer's copies, then the ack: the ack
+    must still wait for every copy (it once marked nothing and completed at once)."""
+    link = LinkCopier("order")
+    gate = threading.Event()
+    link.submit(gate.wait, 0)
+    CopierEvent.note_use(link)
+    layer_done = CopierEvent()
+    layer_done.record()
+    ack = CopierEvent()
+    ack.record()
+    assert not layer_done.query() and not ack.query()
+    gate.set()
+    ack.synchronize()
+    assert layer_done.query()

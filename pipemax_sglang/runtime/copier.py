@@ -127,10 +127,16 @@ class LinkCopier:
 class CopierEvent:
     """A torch.cpu.Event look-alike that orders against the copiers.
 
-    `record()` marks the tail of every copier the recording thread has used since its
-    previous record (the copies "on the stream" being recorded); `synchronize()` / `wait()`
-    block until those copies finished; `query()` tells without blocking. An event recorded
-    when no copy is pending completes at once, so it is a drop-in for every other CPU use.
+    `record()` marks the current tail of every copier the recording thread has ever used;
+    `synchronize()` / `wait()` block until the copies before those marks finished; `query()`
+    tells without blocking. An event recorded when no copy is pending completes at once, so
+    it is a drop-in for every other CPU use.
+
+    Why every copier and not "those used since the last record": SGLang records other events
+    between submitting copies and recording their ack (HiCache's per-layer load events come
+    after each layer, the ack after the last); had a record consumed the set, the ack would
+    mark nothing and complete before its copies. Marking tails is exact for FIFO copiers and
+    at worst waits for a copy in the other direction submitted just before.
     """
 
     _local = threading.local()
@@ -150,7 +156,6 @@ class CopierEvent:
     def record(self, stream=None) -> None:
         used = getattr(CopierEvent._local, "used", None) or {}
         self._marks = [(c, c.tail()) for c in used.values()]
-        CopierEvent._local.used = {}
 
     def query(self) -> bool:
         return all(c.done(seq) for c, seq in self._marks)

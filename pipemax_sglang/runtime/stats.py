@@ -18,6 +18,8 @@ class PipeMaxStats:
     prefetch_deferred: int = 0     # planned rejoins that could not be brought back in time
     recomputes: int = 0            # requests SGLang retracted (its recompute path)
     host_full_skips: int = 0       # parks skipped because host memory was full (fallback)
+    aborted_parked: int = 0        # aborts served from the parked pool
+    aborted_prefetching: int = 0   # aborts of requests whose prefetch was under way
     plans: int = 0
     budget_bytes_total: int = 0
     plan_bytes_total: int = 0

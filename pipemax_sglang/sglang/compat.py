@@ -32,21 +32,6 @@ def hierarchical_cache_enabled() -> bool:
     return bool(get_memory().enable_hierarchical_cache)
 
 
-def evicted_suffix(tree_cache, node_id) -> tuple[int, tuple[tuple[int, int], ...]]:
-    """(tokens, ((node id, tokens), ...)) of the device-evicted nodes ending at `node_id`,
-    deepest first (unified_cache/unified_tree_core.py: node.evicted, node.parent, node.key)."""
-    core = tree_cache.tree_core
-    node = core.node_by_id(node_id)
-    root = core.node_by_id(core.root_node_handle(None))
-    total, nodes = 0, []
-    while node is not None and node is not root and node.evicted:
-        n = len(node.key)
-        total += n
-        nodes.append((int(node.id), n))
-        node = node.parent
-    return total, tuple(nodes)
-
-
 def build_decode_batch(scheduler, reqs):
     """A decode ScheduleBatch for requests whose rows and KV are in place; their last output
     token is stashed in the future map under the new rows (scheduler.py:3830, the HiSparse
@@ -156,16 +141,29 @@ def is_aborting(req) -> bool:
     return req.to_finish is not None
 
 
-def wait_loads(sched, nodes) -> None:
-    """The prefetch fence: block until the load-backs of `nodes` have landed.
-    (CPU: the H2D copier thread; GPU: the H2D stream's ack events.)"""
-    if not nodes:
-        return
-    want = set(nodes)
+def wait_loads(sched) -> None:
+    """The prefetch fence (runtime/fences.py): the forward comes after every load-back issued
+    so far (HiCache's load acks, cache_controller.ack_load_queue). All of them, not only those
+    of the rejoining requests' own nodes: a request whose path another request's load is
+    still filling matches those nodes as device-resident and issues no load of its own."""
+    import torch
+
+    from pipemax_sglang.runtime.fences import fence_loads
+
     cc = sched.tree_cache.cache_controller
-    for ack in list(cc.ack_load_queue):
-        if want.intersection(ack.node_ids):
-            ack.finish_event.synchronize()
+    events = [ack.finish_event for ack in list(cc.ack_load_queue)]
+    fence_loads(events, getattr(sched, "forward_stream", None), torch.cuda.is_available())
+
+
+def order_park_after_forward(sched, mb: int) -> None:
+    """Before parking micro-batch mb's requests (runtime/fences.py)."""
+    import torch
+
+    from pipemax_sglang.runtime.fences import order_after_forward
+
+    if torch.cuda.is_available():
+        events = getattr(sched, "pipemax_launch_events", {})
+        order_after_forward(events.get(mb), torch.cuda.current_stream(), True)
 
 
 def _context(req) -> int:
@@ -218,3 +216,35 @@ def reap_writes(tree_cache) -> None:
     unified_radix_cache.writing_check, :3472). Same on every rank: it drains all acks."""
     if getattr(tree_cache, "cache_controller", None) is not None and tree_cache.ongoing_write_through:
         tree_cache.writing_check(write_back=True)
+
+
+def metrics_enabled() -> bool:
+    from sglang.srt.runtime_context import get_observability
+
+    return bool(get_observability().enable_metrics)
+
+
+def pool_usage(sched) -> dict:
+    """Device and host KV pools, in tokens: what an idle server must give back."""
+    tc = sched.tree_cache
+    host = host_pool(sched)
+    return {
+        "device_total": device_tokens(sched),
+        "device_available": int(sched.token_to_kv_pool_allocator.available_size()),
+        "device_evictable": int(tc.evictable_size()),
+        "device_protected": int(tc.protected_size()),
+        "host_total": int(host.size) if host is not None else 0,
+        "host_available": host_free_tokens(sched),
+    }
+
+
+def retraction_order(batch) -> list[int]:
+    """Indices in SGLang's decode retraction order, the last retracted first
+    (schedule_batch.py:3453 retract_decode pops from the end)."""
+    return list(batch._get_decode_retraction_order(batch.reqs))
+
+
+def requeue_for_recompute(sched, req) -> None:
+    """SGLang's own retraction path for one request (schedule_batch.py:2389-2394)."""
+    req.reset_for_retract()
+    sched._add_request_to_queue(req, is_retracted=True)

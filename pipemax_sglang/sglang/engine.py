@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -54,12 +55,22 @@ class Engine(SGLangEngine):
             self._pipemax_cleanup()
             raise
 
-    def pipemax_status(self) -> dict[str, Any]:
-        """The config as given, and each scheduler process's report (one per PP/TP rank)."""
+    def pipemax_status(self, wait_idle_s: float = 10.0) -> dict[str, Any]:
+        """The config as given, and each scheduler process's report (one per PP/TP rank).
+
+        A scheduler reports as soon as work arrives and once more when it goes idle, so after
+        a batch this waits up to `wait_idle_s` for every stage's idle (final) report."""
+        deadline = time.monotonic() + wait_idle_s
+        while True:
+            stages = StatusBoard.read(self.pipemax_config.status_dir)
+            fresh = stages and all(s.get("idle") for s in stages)
+            if fresh or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
         return {
             "enabled": self.pipemax_config.enabled,
             "config": self.pipemax_config.public_dict(),
-            "stages": StatusBoard.read(self.pipemax_config.status_dir),
+            "stages": stages,
         }
 
     def shutdown(self) -> None:

@@ -97,16 +97,10 @@ def release_host_lock(parked: ParkedReq, tree_cache) -> None:
         parked.host_lock = None
 
 
-def host_tokens(tree_cache, parked: ParkedReq) -> tuple[int, tuple[tuple[int, int], ...]]:
-    """Tokens of the parked path that are on host only, and those nodes (id, tokens).
-
-    Eviction is leaf-first, so the evicted nodes are a suffix of the path: walk up from the
-    deepest node while evicted. Reads the tree without touching access times."""
-    return compat.evicted_suffix(tree_cache, parked.req.last_node)
-
-
-def prefetch(parked: ParkedReq, tree_cache, target_turn: int) -> Prefetch | None:
-    """Start bringing the path back; None if the device cannot take it now (stays parked)."""
+def prefetch(parked: ParkedReq, tree_cache, target_turn: int) -> tuple[Prefetch | None, bool]:
+    """Start bringing the path back. Returns (prefetch, lost): (None, False) if the device
+    cannot take it now (it stays parked); (None, True) if the tree no longer holds all of
+    its KV on device or host."""
     req = parked.req
     L = parked.kv_len
     tokens = req.origin_input_ids + req.output_ids[: L - len(req.origin_input_ids)]
@@ -120,13 +114,14 @@ def prefetch(parked: ParkedReq, tree_cache, target_turn: int) -> Prefetch | None
         req.prefix_len += n
         loaded = n
     if req.prefix_len != L:
+        lost = req.prefix_len - loaded + req.host_hit_length < L
         if env.debug():
             logger.warning(
-                "pipemax prefetch short %s: L=%d prefix=%d host_hit=%d loaded=%d", req.rid[:6], L,
-                req.prefix_len, req.host_hit_length, loaded)
-        return None
+                "pipemax prefetch short %s: L=%d prefix=%d host_hit=%d loaded=%d lost=%s", req.rid[:6], L,
+                req.prefix_len, req.host_hit_length, loaded, lost)
+        return None, lost
     lock = tree_cache.lock(req.last_node)
-    return Prefetch(parked, req.last_node, lock, loaded, target_turn)
+    return Prefetch(parked, req.last_node, lock, loaded, target_turn), False
 
 
 def abandon(pf: Prefetch, tree_cache) -> None:

@@ -114,16 +114,6 @@ def argv_values(argv: list[str]) -> dict[str, Any]:
     return out
 
 
-def overrides_to_argv(overrides: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    for name, value in overrides.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            if value:
-                out.append(flag)
-        else:
-            out += [flag, str(value)]
-    return out
 
 
 def _cli_flags(argv: list[str]) -> dict[str, str | None]:

@@ -22,6 +22,7 @@ parked and SGLang runs as stock.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from pipemax_sglang.config import PipeMaxConfig
@@ -67,11 +68,13 @@ class Decider:
         bw = link_bytes_per_s or CPU_COPY_BYTES_PER_S
         self.transfer = TransferModel(latency_s=1e-5, h2d_bytes_per_s=bw, d2h_bytes_per_s=bw)
         self.cost_model = StepCostModel(CPU_PRIOR)
+        self.samples: deque[tuple[int, int, float]] = deque(maxlen=512)   # for reports
         self.link_free_at = 0.0
         self.select = SELECTORS[config.selector]
 
     def observe_step(self, rows: int, sum_context: int, seconds: float) -> None:
         self.cost_model.observe(rows, sum_context, seconds)
+        self.samples.append((rows, sum_context, seconds))
 
     def reserve(self, view: TurnView) -> int:
         """Device tokens kept free: 5% margin, plus one step's growth of every running row
@@ -127,9 +130,13 @@ class Decider:
         window = slot[(view.mb + M - 1) % M] if M > 1 else slot[view.mb]
         oldest = sorted(pool, key=lambda p: (-p.rounds_waited, p.arrival))[:rows]
         window = max(window, cost.predict(len(oldest), sum(p.kv_len for p in oldest)))
+        # With nothing resident for the target turn, a budget below the oldest request's KV
+        # would leave the micro-batch empty for ever (a slow link, a long context): the
+        # budget then covers that one request, and the turn stalls for its transfer.
+        floor = self.k * oldest[0].kv_len if oldest and not view.next_residents else 0
         issue_at = now + ahead - (window if M == 1 else 0.0)
         timeline = LinkTimeline(self.transfer, (max(window, 0.0), max(window, 0.0)),
                                 link_free_at=self.link_free_at,
                                 policy=BudgetPolicy(self.config.budget_margin))
         # mb 0 of this two-slot view leaves at issue_at; its next turn is one window later
-        return timeline.budget(0, issue_at).nbytes, issue_at, timeline
+        return max(timeline.budget(0, issue_at).nbytes, floor), issue_at, timeline

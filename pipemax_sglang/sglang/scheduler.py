@@ -30,6 +30,7 @@ from pipemax_sglang.config import PipeMaxConfig
 from pipemax_sglang.runtime.status import StatusBoard
 from pipemax_sglang.sglang import compat
 from pipemax_sglang.sglang.messages import PipeMaxPlan
+from pipemax_sglang.sglang.metrics import PipeMaxMetrics
 from pipemax_sglang.sglang.stage import PipeMaxStage
 
 STATUS_EVERY_S = 0.5
@@ -38,6 +39,7 @@ STATUS_EVERY_S = 0.5
 class PipeMaxScheduler(Scheduler):
     def __init__(self, server_args, port_args):
         self.pipemax = None  # dispatcher and hooks may run during super().__init__
+        self.pipemax_launch_events = {}
         super().__init__(server_args, port_args)
         self.pipemax_config = PipeMaxConfig.from_json(env.config_json() or "{}")
         self.pipemax_ranks = compat.stage_ranks()
@@ -48,11 +50,13 @@ class PipeMaxScheduler(Scheduler):
             if self.pipemax_config.status_dir
             else None
         )
-        self._pipemax_published = 0.0
-        self.pipemax_publish()
+        self._pipemax_published = (0.0, -1, False)   # (when, turn, idle) of the last report
+        self.pipemax_metrics = compat.metrics_enabled() and PipeMaxMetrics(
+            self.pipemax_ranks.pp_rank, self.pipemax_ranks.tp_rank)
+        self.pipemax_publish(idle=True)
 
     # ---- status --------------------------------------------------------------------------
-    def pipemax_status(self) -> dict:
+    def pipemax_status(self, idle: bool = False) -> dict:
         r = self.pipemax_ranks
         return {
             "pp_rank": r.pp_rank,
@@ -66,14 +70,26 @@ class PipeMaxScheduler(Scheduler):
             "device_kv_tokens": int(self.max_total_num_tokens),
             "hierarchical_cache": compat.hierarchical_cache_enabled(),
             "pipemax": self.pipemax.status() if self.pipemax else {},
+            "pools": compat.pool_usage(self),
+            "idle": idle,
             "updated_at": time.time(),
         }
 
-    def pipemax_publish(self, force: bool = True) -> None:
+    def pipemax_publish(self, idle: bool = False) -> None:
+        """Report at most every STATUS_EVERY_S while busy, and once on going idle (so a
+        reader after a batch sees the final figures without the idle loop rewriting them)."""
         now = time.monotonic()
-        if self.pipemax_board is not None and (force or now - self._pipemax_published >= STATUS_EVERY_S):
-            self._pipemax_published = now
-            self.pipemax_board.publish(self.pipemax_status())
+        last, last_turn, last_idle = self._pipemax_published
+        turn = self.pipemax.turn if self.pipemax else 0
+        due = (turn != last_turn or not last_idle) if idle else (last_idle or now - last >= STATUS_EVERY_S)
+        if not due:
+            return
+        self._pipemax_published = (now, turn, idle)
+        status = self.pipemax_status(idle)
+        if self.pipemax_board is not None:
+            self.pipemax_board.publish(status)
+        if self.pipemax_metrics:
+            self.pipemax_metrics.update(status["pipemax"])
 
     # ---- the relay of stage 0's decisions -------------------------------------------------
     def init_request_dispatcher(self):
@@ -102,7 +118,8 @@ class PipeMaxScheduler(Scheduler):
         running_batch = stage.before_turn(running_batch)
         plan = super().get_next_batch_to_run(running_batch=running_batch, last_batch=last_batch)
         stage.after_turn(mb, plan)
-        self.pipemax_publish(force=False)
+        if plan.batch_to_run is not None or stage.busy():
+            self.pipemax_publish()
         return plan
 
     def run_batch(self, batch, *args, **kwargs):
@@ -111,11 +128,17 @@ class PipeMaxScheduler(Scheduler):
         self.pipemax.observe_step(batch, time.perf_counter() - start)
         return result
 
+    def _pp_launch_batch(self, mb_id, *args, **kwargs):
+        result, event = super()._pp_launch_batch(mb_id, *args, **kwargs)
+        self.pipemax_launch_events[mb_id] = event   # parks order their D2H after it (GPU)
+        return result, event
+
     def _pp_process_batch_result(self, batch, output_result):
         super()._pp_process_batch_result(batch, output_result)
         self.pipemax.after_result(batch)
 
     def update_running_batch(self, batch):
+        self.pipemax.make_decode_room(batch)
         before = len(self.waiting_queue)
         out = super().update_running_batch(batch)
         # retract_decode puts requests back in the waiting queue: SGLang's recompute path
@@ -131,7 +154,7 @@ class PipeMaxScheduler(Scheduler):
         if idle and self.pipemax is not None and self.pipemax.busy():
             return False
         if idle and self.pipemax is not None:
-            self.pipemax_publish(force=True)
+            self.pipemax_publish(idle=True)
         return idle
 
     def abort_request(self, recv_req):

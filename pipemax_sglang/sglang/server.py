@@ -45,8 +45,12 @@ def run(config: PipeMaxConfig, sglang_argv: list[str]) -> int:
 
     load_plugins()
     argv = platform.cpu_cli_defaults(sglang_argv)
-    argv = argv + platform.overrides_to_argv(config.sglang_overrides(platform.argv_values(argv)))
+    overrides = config.sglang_overrides(platform.argv_values(argv))
     server_args = prepare_server_args(argv)
+    # set as attributes (allowed before resolution, as sglang's run_server does): some values
+    # PipeMax needs are not offered as CLI choices (radix eviction "mru")
+    for name, value in overrides.items():
+        setattr(server_args, name, value)
     config.check_server_args(server_args)
     _refuse_unsupported(server_args)
 

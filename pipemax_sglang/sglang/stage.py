@@ -103,15 +103,16 @@ class PipeMaxStage:
         if not chosen:
             return
         in_flight = compat.freeze_in_flight(self.sched, msg.mb, batch)
+        compat.order_park_after_forward(self.sched, msg.mb)
         parked = []
+        room = compat.host_free_tokens(self.sched)
         for req in chosen:
-            if compat.host_free_tokens(self.sched) < req.kv.kv_committed_len - req.kv.cache_inserted_len:
-                self.stats.host_full_skips += 1
-                if not self.warned_host_full:
-                    self.warned_host_full = True
-                    logger.warning("pipemax: host KV tier full; requests that cannot be parked stay "
-                                   "on the device and SGLang's own memory handling applies")
+            # whole context reserved: its prompt may not be on host yet, and host slots are
+            # taken only when the writes are submitted, after this loop
+            if room < req.kv.kv_committed_len:
+                self._host_full()
                 continue
+            room -= req.kv.kv_committed_len
             L, new_tokens, host_lock = kv_moves.park_begin(req, tc)
             p = ParkedReq(req, L, msg.turn, self.arrivals, host_lock=host_lock, owner=self)
             self.arrivals += 1
@@ -125,6 +126,44 @@ class PipeMaxStage:
         batch.filter_batch(keep_indices=keep)
         self.stats.parks += len(parked)
         self._note_pool()
+
+    def make_decode_room(self, batch) -> None:
+        """Park instead of recompute: where SGLang would retract (the next decode step does
+        not fit), park requests in SGLang's own retraction order until it fits. The batch is
+        at the start of its turn, so nothing of it is in flight; every stage holds the same
+        memory state here, so every stage parks the same requests (as with SGLang's own
+        retraction). With the host tier full, SGLang's retraction takes over."""
+        if len(batch.reqs) < 2 or batch.check_decode_mem():
+            return
+        tc = self.sched.tree_cache
+        keep = compat.retraction_order(batch)
+        parked = []
+        while len(keep) > 1 and not batch.check_decode_mem(selected_indices=keep):
+            req = batch.reqs[keep[-1]]
+            if compat.host_free_tokens(self.sched) < req.kv.kv_committed_len:
+                self._host_full()
+                break
+            keep.pop()
+            L, new_tokens, host_lock = kv_moves.park_begin(req, tc)
+            p = ParkedReq(req, L, self.turn, self.arrivals, host_lock=host_lock, owner=self)
+            self.arrivals += 1
+            req.pipemax_parked = p
+            self.pool[req.rid] = p
+            self._finish_park(p)
+            self.stats.d2h_bytes += new_tokens * compat.kv_bytes_per_token(self.sched)
+            self.stats.parks += 1
+            parked.append(req)
+            compat.reap_writes(tc)   # parked nodes become evictable once written to host
+        if parked:
+            batch.filter_batch(keep_indices=sorted(keep))
+            self._note_pool()
+
+    def _host_full(self) -> None:
+        self.stats.host_full_skips += 1
+        if not self.warned_host_full:
+            self.warned_host_full = True
+            logger.warning("pipemax: host KV tier full; requests that cannot be parked stay on the "
+                           "device and SGLang's own memory handling applies")
 
     def _finish_park(self, p: ParkedReq) -> None:
         kv_moves.park_finish(p.req, self.sched.tree_cache)
@@ -150,7 +189,10 @@ class PipeMaxStage:
                 p = self.pool.get(rid)
                 if p is None or p.req.finished() or compat.is_aborting(p.req):
                     continue
-                pf = kv_moves.prefetch(p, tc, msg.target_turn)
+                pf, lost = kv_moves.prefetch(p, tc, msg.target_turn)
+                if lost:
+                    self._recompute(p)
+                    continue
                 if pf is None:
                     self.stats.prefetch_deferred += 1
                     continue
@@ -181,7 +223,7 @@ class PipeMaxStage:
         if not ready:
             return running_batch
         start = time.perf_counter()
-        compat.wait_loads(self.sched, [pf.node for pf in ready if pf.host_tokens])
+        compat.wait_loads(self.sched)
         self.stats.prefetch_stall_s += time.perf_counter() - start
         tc = self.sched.tree_cache
         for pf in ready:
@@ -211,8 +253,9 @@ class PipeMaxStage:
             }) + "\n")
         if self.decider is not None:
             self._decide(mb, plan, batch if is_decode else None)
-        for p in self.pool.values():
-            p.rounds_waited += 1
+        if mb == self.M - 1:  # one round per cycle of M turns: a wait is counted in cycles
+            for p in self.pool.values():
+                p.rounds_waited += 1
         self.turn += 1
 
     def _decide(self, mb: int, plan, decode_batch) -> None:
@@ -264,12 +307,25 @@ class PipeMaxStage:
         p.req.pipemax_parked = None
         self._note_pool()
 
+    def _recompute(self, p: ParkedReq) -> None:
+        """The tree lost part of a parked request's KV (the host tier was full when it was
+        parked): hand it to SGLang's own recompute path rather than wait for ever."""
+        self._drop(p, None)
+        compat.requeue_for_recompute(self.sched, p.req)
+        self.stats.recomputes += 1
+        logger.warning("pipemax: parked request %s lost KV to a full host tier; recomputing it", p.rid)
+
     def abort(self, rid_prefix: str, abort_all: bool) -> list:
         """Parked requests (ready: not in any in-flight batch) matching an abort. Returns them
         for the scheduler to send their abort outputs."""
         hits = []
-        for p in list(self.pool.values()) + [pf.parked for pfs in self.prefetched.values() for pf in pfs]:
+        prefetching = [pf.parked for pfs in self.prefetched.values() for pf in pfs]
+        for p in list(self.pool.values()) + prefetching:
             if p.ready and (abort_all or p.rid.startswith(rid_prefix)) and p.req.pipemax_parked is p:
+                if p in prefetching:
+                    self.stats.aborted_prefetching += 1
+                else:
+                    self.stats.aborted_parked += 1
                 self._drop(p, None)
                 hits.append(p.req)
         return hits
@@ -277,4 +333,7 @@ class PipeMaxStage:
     def status(self) -> dict[str, Any]:
         return {"micro_batches": self.M, "turn": self.turn, "parked": len(self.pool),
                 "prefetching": sum(len(v) for v in self.prefetched.values()),
-                "decider": self.decider is not None, **self.stats.to_dict()}
+                "parked_rids": sorted(self.pool)[:64],
+                "decider": self.decider is not None, **self.stats.to_dict(),
+                "step_samples": [] if self.decider is None else [
+                    {"rows": r, "sum_context": c, "seconds": t} for r, c, t in self.decider.samples]}

@@ -1,0 +1,171 @@
+"""PipeMax through `python -m pipemax_sglang.launch_server` under memory pressure: tokens,
+status, Prometheus gauges, aborts of parked and prefetching requests, a streaming client that
+disconnects, and host memory too small for the load. Each case leaves the server serving and,
+once idle, its device and host pools as they were."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.conftest import random_prompts
+from tests.support.reference import hf_greedy
+from tests.support.server_process import ServerProcess
+
+PROMPTS = random_prompts(32, 60, 120, seed=7)
+NEW = 24
+CAP = 864
+
+
+def _server(tiny_model, *extra):
+    return ServerProcess(["--model-path", tiny_model, "--max-total-tokens", str(CAP),
+                          "--log-level", "warning", *extra])
+
+
+def _generate(srv, ids, n, **kw):
+    r = requests.post(srv.url + "/generate", json={"input_ids": ids, "sampling_params": {
+        "temperature": 0, "max_new_tokens": n, "ignore_eos": True}, **kw}, timeout=600)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _status(srv) -> dict:
+    return requests.get(srv.url + "/pipemax/status", timeout=30).json()
+
+
+def _idle_pools(srv) -> list[dict]:
+    """Wait until every stage is idle with nothing parked or prefetching, flush the cache
+    (SGLang refuses while any request is in flight, so a refusal is retried), and return
+    each stage's report once a scheduler turn has published the flushed pools."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        stages = _status(srv)["stages"]
+        if all(s["idle"] and s["pipemax"]["parked"] == 0 and s["pipemax"]["prefetching"] == 0 for s in stages):
+            r = requests.post(srv.url + "/flush_cache", timeout=60)
+            if r.status_code == 200:
+                break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"never idle and flushable: {_status(srv)['stages']}")
+    requests.get(srv.url + "/health", timeout=30)
+    time.sleep(1.0)
+    return _status(srv)["stages"]
+
+
+def _pools(stages) -> list[dict]:
+    return [s["pools"] for s in stages]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    srv = _server(tiny_model, "--pp-size", "2", "--pp-async-batch-depth", "2", "--enable-metrics",
+                  "--pipemax-host-kv-tokens", "16384")
+    srv.idle_pools = _pools(_idle_pools(srv))   # what every case must give back
+    yield srv
+    assert not srv.stop(), "children alive after SIGTERM"
+
+
+def test_tokens_equal_hf_while_parking(server, tiny_model):
+    out = _generate(server, PROMPTS, NEW)
+    assert [o["output_ids"] for o in out] == hf_greedy(tiny_model, PROMPTS, NEW)
+    stages = _idle_pools(server)
+    assert _pools(stages) == server.idle_pools
+    for s in stages:
+        st = s["pipemax"]
+        assert st["parks"] > 0 and st["rejoins"] > 0 and st["recomputes"] == 0
+        assert st["h2d_bytes"] > 0 and st["d2h_bytes"] > 0
+
+
+def test_metrics_carry_pipemax_gauges(server):
+    text = requests.get(server.url + "/metrics", timeout=30).text
+    for name in ("pipemax:parks", "pipemax:h2d_bytes", "pipemax:prefetch_stall_s",
+                 "pipemax:budget_utilisation", "pipemax:parked_now", "pipemax:recomputes"):
+        assert name in text, name
+    parks = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+             if line.startswith("pipemax:parks{")]
+    assert parks and max(parks) > 0
+
+
+def _long_requests(server, n: int, results: list, rid_prefix: str):
+    prompts = random_prompts(n, 60, 120, seed=11)
+
+    def one(i):
+        try:
+            results.append(_generate(server, prompts[i], 600, rid=f"{rid_prefix}-{i}"))
+        except AssertionError as e:  # an aborted request may answer with an error body
+            results.append({"error": str(e)})
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _wait_parked(server, at_least: int = 4) -> list[str]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        stage0 = _status(server)["stages"][0]["pipemax"]
+        if stage0["parked"] >= at_least:
+            return stage0["parked_rids"]
+        time.sleep(0.2)
+    pytest.fail("nothing was parked")
+
+
+def test_abort_parked_and_prefetching_requests(server, tiny_model):
+    before = [s["pipemax"] for s in _status(server)["stages"]]
+    results: list = []
+    threads = _long_requests(server, 24, results, "abort")
+    parked = _wait_parked(server)
+    one = parked[0]
+    assert requests.post(server.url + "/abort_request", json={"rid": one}, timeout=30).status_code == 200
+    time.sleep(1.0)
+    assert requests.post(server.url + "/abort_request", json={"abort_all": True}, timeout=30).status_code == 200
+    for t in threads:
+        t.join(120)
+    assert len(results) == 24
+    finished = [r for r in results if "meta_info" in r]
+    assert all(r["meta_info"]["finish_reason"]["type"] == "abort" for r in finished)
+    stages = _idle_pools(server)
+    assert _pools(stages) == server.idle_pools
+    after = [s["pipemax"] for s in stages]
+    aborted_parked = sum(a["aborted_parked"] - b["aborted_parked"] for a, b in zip(after, before))
+    aborted_prefetching = sum(a["aborted_prefetching"] - b["aborted_prefetching"] for a, b in zip(after, before))
+    assert aborted_parked > 0
+    assert aborted_prefetching >= 0
+    # still serving, with the reference tokens
+    assert _generate(server, [5, 6, 7, 8], 6)["output_ids"] == hf_greedy(tiny_model, [[5, 6, 7, 8]], 6)[0]
+
+
+def test_streaming_client_disconnects_while_parked(server, tiny_model):
+    results: list = []
+    threads = _long_requests(server, 16, results, "bg")
+    _wait_parked(server)
+    body = {"input_ids": random_prompts(1, 80, 80, seed=3)[0], "stream": True, "rid": "streamer",
+            "sampling_params": {"temperature": 0, "max_new_tokens": 800, "ignore_eos": True}}
+    with requests.post(server.url + "/generate", json=body, stream=True, timeout=120) as r:
+        lines = r.iter_lines()
+        for _ in range(3):
+            next(lines)
+    # the connection is closed: SGLang aborts "streamer" wherever it is (often parked)
+    requests.post(server.url + "/abort_request", json={"abort_all": True}, timeout=30)
+    for t in threads:
+        t.join(120)
+    assert _pools(_idle_pools(server)) == server.idle_pools
+    assert _generate(server, [9, 10, 11], 5)["output_ids"] == hf_greedy(tiny_model, [[9, 10, 11]], 5)[0]
+
+
+def test_host_memory_too_small_falls_back_with_one_warning(tiny_model):
+    # host tier barely above the device pool: parking runs out of host memory
+    with _server(tiny_model, "--pipemax-host-kv-tokens", "1100") as srv:
+        idle = _pools(_idle_pools(srv))
+        out = _generate(srv, PROMPTS, NEW)
+        assert [o["output_ids"] for o in out] == hf_greedy(tiny_model, PROMPTS, NEW)
+        stages = _idle_pools(srv)
+        assert _pools(stages) == idle
+        assert stages[0]["pipemax"]["host_full_skips"] > 0
+        log = srv.tail(100000)
+        assert log.count("host KV tier full") == 1, log[-3000:]
