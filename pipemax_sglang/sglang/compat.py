@@ -70,11 +70,22 @@ def freeze_in_flight(sched, mb: int, batch) -> bool:
         return False
     snap = batch.copy()
     snap.req_pool_indices = batch.req_pool_indices.clone()
+    snap.pipemax_snapshot = True
     sched.mbs[mb] = snap
     md = sched.mb_metadata[mb]
     if md is not None and md.fwd_batch is None:
         md.fwd_batch = snap
     return True
+
+
+def settle_snapshot(batch) -> None:
+    """After SGLang processed a result against a PipeMax snapshot, the snapshot stays in
+    last_mbs (scheduler_pp_mixin.py:204) where, unlike a stock decode batch, nothing filters
+    it: is_fully_idle (scheduler.py:5348) would then never see the server idle. Keep only the
+    requests still running in the live batch."""
+    if getattr(batch, "pipemax_snapshot", False):
+        batch.filter_batch(keep_indices=[i for i, r in enumerate(batch.reqs) if not r.finished()
+                                         and getattr(r, "pipemax_parked", None) is None])
 
 
 def row_cap(sched) -> int:
@@ -203,9 +214,13 @@ def prepare_tree_cache(tree_cache) -> None:
 
 
 def send_abort(sched, req, recv_req) -> None:
+    """Tell the tokenizer a request ended by abort (as SGLang does for queued requests)."""
     from sglang.srt.managers.scheduler import _make_abort_req
 
-    sched.send_abort_output(_make_abort_req(req, finished_reason=recv_req.finished_reason), req)
+    reason = recv_req.finished_reason if recv_req is not None else None
+    if reason is None and req.to_finish is not None:
+        reason = req.to_finish.to_json()
+    sched.send_abort_output(_make_abort_req(req, finished_reason=reason), req)
 
 
 RELEASE_KV_CACHE = "sglang.srt.mem_cache.common.release_kv_cache"

@@ -108,6 +108,8 @@ class PipeMaxScheduler(Scheduler):
     def ingest_requests(self, *args, **kwargs):
         recv = super().ingest_requests(*args, **kwargs)
         if self.pipemax is not None:
+            for req in self.pipemax.reap_aborted():
+                compat.send_abort(self, req, None)
             self.pipemax.issue_prefetches()
         return recv
 
@@ -136,6 +138,7 @@ class PipeMaxScheduler(Scheduler):
     def _pp_process_batch_result(self, batch, output_result):
         super()._pp_process_batch_result(batch, output_result)
         self.pipemax.after_result(batch)
+        compat.settle_snapshot(batch)
 
     def update_running_batch(self, batch):
         self.pipemax.make_decode_room(batch)

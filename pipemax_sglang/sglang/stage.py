@@ -132,13 +132,16 @@ class PipeMaxStage:
         not fit), park requests in SGLang's own retraction order until it fits. The batch is
         at the start of its turn, so nothing of it is in flight; every stage holds the same
         memory state here, so every stage parks the same requests (as with SGLang's own
-        retraction). With the host tier full, SGLang's retraction takes over."""
-        if len(batch.reqs) < 2 or batch.check_decode_mem():
+        retraction). Unlike SGLang, which keeps (and, out of memory, aborts) the last request,
+        PipeMax parks even that one: the other micro-batches hold the memory, and a parked
+        request rejoins once they release it. With the host tier full, SGLang's retraction
+        takes over."""
+        if not batch.reqs or batch.check_decode_mem():
             return
         tc = self.sched.tree_cache
         keep = compat.retraction_order(batch)
         parked = []
-        while len(keep) > 1 and not batch.check_decode_mem(selected_indices=keep):
+        while keep and not batch.check_decode_mem(selected_indices=keep):
             req = batch.reqs[keep[-1]]
             if compat.host_free_tokens(self.sched) < req.kv.kv_committed_len:
                 self._host_full()
@@ -172,6 +175,19 @@ class PipeMaxStage:
     def _note_pool(self) -> None:
         self.stats.parked_now = len(self.pool)
         self.stats.parked_peak = max(self.stats.parked_peak, len(self.pool))
+
+    def reap_aborted(self) -> list:
+        """Parked requests SGLang marked to finish (an abort or timeout reached them through
+        a batch they had already left) would wait for a step that never comes: finish them
+        here. Returns them for the scheduler to send their abort outputs."""
+        hits = []
+        prefetching = [pf.parked for pfs in self.prefetched.values() for pf in pfs]
+        for p in list(self.pool.values()) + prefetching:
+            if p.ready and compat.is_aborting(p.req) and p.req.pipemax_parked is p:
+                self.stats.aborted_parked += 1
+                self._drop(p, None)
+                hits.append(p.req)
+        return hits
 
     def issue_prefetches(self) -> None:
         due = [t for t in self.tasks if t.issue_turn <= self.turn]

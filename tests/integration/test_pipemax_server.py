@@ -50,7 +50,9 @@ def _idle_pools(srv) -> list[dict]:
                 break
         time.sleep(0.5)
     else:
-        pytest.fail(f"never idle and flushable: {_status(srv)['stages']}")
+        brief = [{k: s[k] for k in ("pp_rank", "idle", "pools")} | {k: s["pipemax"][k] for k in (
+            "parked", "prefetching", "parked_rids", "turn")} for s in _status(srv)["stages"]]
+        pytest.fail(f"never idle and flushable: {brief}")
     requests.get(srv.url + "/health", timeout=30)
     time.sleep(1.0)
     return _status(srv)["stages"]
