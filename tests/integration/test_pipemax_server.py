@@ -143,19 +143,23 @@ def test_abort_parked_and_prefetching_requests(server, tiny_model):
 
 
 def test_streaming_client_disconnects_while_parked(server, tiny_model):
-    results: list = []
-    threads = _long_requests(server, 16, results, "bg")
-    _wait_parked(server)
+    # the streamer is admitted first: once the pipeline is full, PipeMax (like SGLang's
+    # max_running_requests) queues new requests until rows free up
     body = {"input_ids": random_prompts(1, 80, 80, seed=3)[0], "stream": True, "rid": "streamer",
             "sampling_params": {"temperature": 0, "max_new_tokens": 800, "ignore_eos": True}}
+    results: list = []
     with requests.post(server.url + "/generate", json=body, stream=True, timeout=120) as r:
-        lines = r.iter_lines()
-        for _ in range(3):
-            next(lines)
+        events = (line for line in r.iter_lines() if line.startswith(b"data: {"))
+        first = json.loads(next(events)[6:])
+        threads = _long_requests(server, 16, results, "bg")
+        _wait_parked(server)
+        later = [json.loads(next(events)[6:]) for _ in range(2)]
+    assert len(later[-1]["output_ids"]) > len(first["output_ids"])
     # the connection is closed: SGLang aborts "streamer" wherever it is (often parked)
     requests.post(server.url + "/abort_request", json={"abort_all": True}, timeout=30)
     for t in threads:
         t.join(120)
+    assert len(results) == 16
     assert _pools(_idle_pools(server)) == server.idle_pools
     assert _generate(server, [9, 10, 11], 5)["output_ids"] == hf_greedy(tiny_model, [[9, 10, 11]], 5)[0]
 
