@@ -164,6 +164,19 @@ def test_streaming_client_disconnects_while_parked(server, tiny_model):
     assert _generate(server, [9, 10, 11], 5)["output_ids"] == hf_greedy(tiny_model, [[9, 10, 11]], 5)[0]
 
 
+def test_pp1_server_tokens_equal_hf_while_parking(tiny_model):
+    # pp_size 1: one micro-batch; a request is parked while the others run
+    with _server(tiny_model, "--pipemax-host-kv-tokens", "16384") as srv:
+        idle = _pools(_idle_pools(srv))
+        out = _generate(srv, PROMPTS, NEW)
+        assert [o["output_ids"] for o in out] == hf_greedy(tiny_model, PROMPTS, NEW)
+        stages = _idle_pools(srv)
+        assert _pools(stages) == idle
+        st = stages[0]["pipemax"]
+        assert st["parks"] > 0 and st["rejoins"] > 0 and st["recomputes"] == 0
+        assert st["h2d_bytes"] > 0 and st["d2h_bytes"] > 0
+
+
 def test_host_memory_too_small_falls_back_with_one_warning(tiny_model):
     # host tier barely above the device pool: parking runs out of host memory
     with _server(tiny_model, "--pipemax-host-kv-tokens", "1100") as srv:
