@@ -68,19 +68,27 @@ class StepCostModel:
 
     Contract: `current()` never returns a negative coefficient; it returns `prior` until
     `min_samples` valid samples are in the window; equal sample sequences give equal fits.
+    The fit is refreshed once `refit_every` samples arrived since the last one, not on
+    every step: the scheduler asks at every turn, a robust fit costs milliseconds (it was
+    a fifth of a CPU stage's loop when refitted per step), and a window of hundreds of
+    steps barely moves in a few.
     """
 
     def __init__(self, prior: StepCost, window: int = 256, min_samples: int = 16,
-                 prior_strength: float = 1e-6) -> None:
+                 prior_strength: float = 1e-6, refit_every: int = 32) -> None:
         if window < 3 or min_samples < 3 or min_samples > window:
             raise ValueError("need 3 <= min_samples <= window")
+        if refit_every < 1:
+            raise ValueError("refit_every must be >= 1")
+        self.refit_every = refit_every
         self.prior = prior
         self.window = window
         self.min_samples = min_samples
         self.prior_strength = prior_strength
         self._samples: deque[tuple[int, int, float]] = deque(maxlen=window)
         self._seen = 0
-        self._fit: StepCost | None = None     # cache, dropped on every observe
+        self._fit: StepCost | None = None     # cache
+        self._fit_seen = 0                    # samples_seen when _fit was computed
 
     @property
     def samples_seen(self) -> int:
@@ -95,13 +103,13 @@ class StepCostModel:
             return
         self._samples.append((int(rows), int(sum_context), float(seconds)))
         self._seen += 1
-        self._fit = None
 
     def current(self) -> StepCost:
         if len(self._samples) < self.min_samples:
             return self.prior
-        if self._fit is None:
+        if self._fit is None or self._seen - self._fit_seen >= self.refit_every:
             self._fit = fit_step_cost(tuple(self._samples), self.prior, self.prior_strength)
+            self._fit_seen = self._seen
         return self._fit
 
 

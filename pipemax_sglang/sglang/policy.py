@@ -81,6 +81,17 @@ class Decider:
         (the target micro-batch's own growth is charged by the selector, a token per row)."""
         return view.device_tokens // 20 + sum(view.mb_rows)
 
+    def fair_rows(self, view: TurnView, pool: list[PoolEntry]) -> int:
+        """Rows one micro-batch may hold: an even share of the live requests (parked, being
+        parked now, running in the other micro-batches). A step costs a + b*rows + ..., so
+        with a fixed number of rows the pipeline's cycle, set by its slowest micro-batch, is
+        shortest when they are even; when the pool is small next to M micro-batches' room
+        (a short queue, the tail of a batch), taking every candidate for one micro-batch
+        leaves the next ones empty. The selector still decides whom, within this cap."""
+        others = sum(r for m, r in enumerate(view.mb_rows) if m != view.mb)
+        live = len(pool) + len(view.decode_rids) + others
+        return max(1, -(-live // view.num_mbs))
+
     def pressure(self, view: TurnView) -> bool:
         return view.waiting > 0 or view.inflight_tokens + self.reserve(view) > view.device_tokens
 
@@ -92,7 +103,7 @@ class Decider:
         if M >= 2:
             share //= 2
         free = max(0, share - sum(c + 1 for c in view.next_residents))
-        rows = max(0, view.row_cap - len(view.next_residents))
+        rows = max(0, min(view.row_cap, self.fair_rows(view, pool)) - len(view.next_residents))
 
         cands = [Candidate(p.rid, p.kv_len, p.kv_len, (), p.rounds_waited, p.arrival)
                  for p in pool if p.rid not in planned]

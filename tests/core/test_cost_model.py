@@ -142,3 +142,16 @@ def test_transfer_model_from_profile():
     tm = TransferModel.from_profile(PROFILES["rtx4090"])
     assert tm.h2d_bytes_per_s == 25e9 and tm.latency_s == 10e-6
     assert tm.h2d_time(25_000_000) == pytest.approx(10e-6 + 1e-3)
+
+
+def test_fit_is_refreshed_every_refit_every_samples_not_every_step():
+    rng = np.random.default_rng(11)
+    model = StepCostModel(TRUE, window=64, min_samples=8, refit_every=4)
+    _feed(model, StepCost(0.05, 1e-3, 1e-6), 16, rng)
+    first = model.current()
+    _feed(model, StepCost(0.001, 1e-5, 1e-9), 3, rng)
+    assert model.current() is first                       # 3 < refit_every: cached
+    _feed(model, StepCost(0.001, 1e-5, 1e-9), 1, rng)
+    assert model.current() != first                       # the 4th new sample refits
+    with pytest.raises(ValueError):
+        StepCostModel(TRUE, refit_every=0)

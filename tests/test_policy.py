@@ -1,0 +1,40 @@
+"""Stage 0's decider (sglang/policy.py) on plain numbers: no engine, no sglang import."""
+
+from __future__ import annotations
+
+from pipemax_sglang.config import PipeMaxConfig
+from pipemax_sglang.sglang.policy import Decider, PoolEntry, TurnView
+
+
+def _view(mb_rows, decode_rids=(), mb=0, row_cap=64, device_tokens=100_000):
+    return TurnView(turn=10, mb=mb, num_mbs=len(mb_rows), decode_rids=tuple(decode_rids),
+                    next_residents=(), mb_rows=tuple(mb_rows), mb_ctx=tuple(100 * r for r in mb_rows),
+                    inflight_tokens=50_000, device_tokens=device_tokens, waiting=1, row_cap=row_cap)
+
+
+def _pool(n, first=0):
+    return [PoolEntry(f"r{i}", 100, 0, i) for i in range(first, first + n)]
+
+
+def test_a_small_pool_is_spread_over_the_micro_batches_not_taken_by_one():
+    d = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
+    # 20 parked, the 4 just decoded in mb 0 being parked, 4 running in each other micro-batch
+    view = _view([4, 4, 4, 4], decode_rids=[f"d{i}" for i in range(4)])
+    assert d.fair_rows(view, _pool(20)) == 9            # ceil((20 + 4 + 12) / 4)
+    plan = d.decide(view, _pool(20), planned=set())
+    assert 0 < len(plan.rejoin) <= 9
+    assert set(plan.park) == {f"d{i}" for i in range(4)}    # under pressure: park after forward
+
+
+def test_one_micro_batch_takes_what_fits():
+    d = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=1, link_bytes_per_s=None)
+    view = _view([0])
+    assert d.fair_rows(view, _pool(30)) == 30
+    assert len(d.decide(view, _pool(30), planned=set()).rejoin) == 30
+
+
+def test_planned_requests_are_not_chosen_twice():
+    d = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
+    pool = _pool(8)
+    plan = d.decide(_view([0, 0]), pool, planned={"r0", "r1", "r2"})
+    assert plan.rejoin and not set(plan.rejoin) & {"r0", "r1", "r2"}
