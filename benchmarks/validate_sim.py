@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps({"measured": {k: rec[k] for k in ("stock_tok_s", "pipemax_tok_s", "ratio")},
                                             "predicted": pred, "ratio_error": errors,
-                                            "within_tolerance": worst <= TOLERANCE,
+                                            "within_tolerance": bool(worst <= TOLERANCE),
                                             "suspect": suspect}, indent=1))
     return 0
 
