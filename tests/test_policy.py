@@ -6,9 +6,10 @@ from pipemax_sglang.config import PipeMaxConfig
 from pipemax_sglang.sglang.policy import Decider, PoolEntry, TurnView
 
 
-def _view(mb_rows, decode_rids=(), mb=0, row_cap=64, device_tokens=100_000):
+def _view(mb_rows, decode_rids=(), mb=0, row_cap=64, device_tokens=100_000, residents=(),
+          prefetching=0):
     return TurnView(turn=10, mb=mb, num_mbs=len(mb_rows), decode_rids=tuple(decode_rids),
-                    next_residents=(), mb_rows=tuple(mb_rows), mb_ctx=tuple(100 * r for r in mb_rows),
+                    next_residents=tuple(residents), prefetching=prefetching, mb_rows=tuple(mb_rows), mb_ctx=tuple(100 * r for r in mb_rows),
                     inflight_tokens=50_000, device_tokens=device_tokens, waiting=1, row_cap=row_cap)
 
 
@@ -38,3 +39,18 @@ def test_planned_requests_are_not_chosen_twice():
     pool = _pool(8)
     plan = d.decide(_view([0, 0]), pool, planned={"r0", "r1", "r2"})
     assert plan.rejoin and not set(plan.rejoin) & {"r0", "r1", "r2"}
+
+
+def test_an_extend_turn_counts_the_micro_batch_s_own_rows_and_the_prefetched():
+    d = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
+    # no decode this turn: 6 rows stay resident in mb 0, 4 run in mb 1, 2 are prefetched
+    view = _view([6, 4], residents=[100] * 6, prefetching=2)
+    assert d.fair_rows(view, _pool(4)) == 8             # ceil((4 + 6 + 4 + 2) / 2)
+    assert len(d.decide(view, _pool(4), planned=set()).rejoin) == 2     # 8 - 6 resident
+
+
+def test_a_request_longer_than_the_share_still_comes_back_alone():
+    d = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
+    big = [PoolEntry("big", 700, 3, 0)]
+    view = _view([0, 0], device_tokens=1000)           # share (1000 - 50) / 2 < 700
+    assert d.decide(view, big, planned=set()).rejoin == ("big",)

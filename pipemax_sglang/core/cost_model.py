@@ -67,7 +67,8 @@ class StepCostModel:
     """Online robust fit of StepCost from observed steps (one model per stage).
 
     Contract: `current()` never returns a negative coefficient; it returns `prior` until
-    `min_samples` valid samples are in the window; equal sample sequences give equal fits.
+    `min_samples` valid samples are in the window; equal sample sequences, asked at the
+    same points, give equal fits (the fit is a function of the window when it was made).
     The fit is refreshed once `refit_every` samples arrived since the last one, not on
     every step: the scheduler asks at every turn, a robust fit costs milliseconds (it was
     a fifth of a CPU stage's loop when refitted per step), and a window of hundreds of

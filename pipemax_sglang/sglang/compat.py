@@ -81,11 +81,12 @@ def freeze_in_flight(sched, mb: int, batch) -> bool:
 def settle_snapshot(batch) -> None:
     """After SGLang processed a result against a PipeMax snapshot, the snapshot stays in
     last_mbs (scheduler_pp_mixin.py:204) where, unlike a stock decode batch, nothing filters
-    it: is_fully_idle (scheduler.py:5348) would then never see the server idle. Keep only the
-    requests still running in the live batch."""
+    it: is_fully_idle (scheduler.py:5348) would then never see the server idle. Empty it:
+    its live rows are in running_mbs; a snapshot is a decode batch, and last_batch is only
+    merged when it is an extend (scheduler.py:3934). Only the empty filter is safe here:
+    batch.copy() carries no seq_lens or sampling_info for a partial one to index."""
     if getattr(batch, "pipemax_snapshot", False):
-        batch.filter_batch(keep_indices=[i for i, r in enumerate(batch.reqs) if not r.finished()
-                                         and getattr(r, "pipemax_parked", None) is None])
+        batch.filter_batch(keep_indices=[])
 
 
 def row_cap(sched) -> int:

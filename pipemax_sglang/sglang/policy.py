@@ -49,6 +49,7 @@ class TurnView:
     device_tokens: int                    # D: max_total_num_tokens
     waiting: int                          # requests SGLang has not admitted yet
     row_cap: int
+    prefetching: int = 0                  # rows prefetched for a later turn, not yet rejoined
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ class Decider:
         (a short queue, the tail of a batch), taking every candidate for one micro-batch
         leaves the next ones empty. The selector still decides whom, within this cap."""
         others = sum(r for m, r in enumerate(view.mb_rows) if m != view.mb)
-        live = len(pool) + len(view.decode_rids) + others
+        live = (len(pool) + len(view.decode_rids) + len(view.next_residents) + others
+                + view.prefetching)
         return max(1, -(-live // view.num_mbs))
 
     def pressure(self, view: TurnView) -> bool:
@@ -107,6 +109,12 @@ class Decider:
 
         cands = [Candidate(p.rid, p.kv_len, p.kv_len, (), p.rounds_waited, p.arrival)
                  for p in pool if p.rid not in planned]
+        if cands and not view.next_residents:
+            # A request longer than the share would never come back: with nothing resident
+            # the oldest may have the device to itself (as stock SGLang would decode it alone).
+            oldest = min(cands, key=lambda c: (-c.rounds_waited, c.arrival))
+            if oldest.host_tokens + 1 > free:
+                free = min(view.device_tokens - self.reserve(view), oldest.host_tokens + 1)
         cost = self.cost_model.current()
         budget_bytes, now, timeline = self._budget(view, cost, pool, rows)
         others = [(m, r, c) for m, (r, c) in enumerate(zip(view.mb_rows, view.mb_ctx)) if m != view.mb]

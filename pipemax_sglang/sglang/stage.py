@@ -184,7 +184,10 @@ class PipeMaxStage:
         prefetching = [pf.parked for pfs in self.prefetched.values() for pf in pfs]
         for p in list(self.pool.values()) + prefetching:
             if p.ready and compat.is_aborting(p.req) and p.req.pipemax_parked is p:
-                self.stats.aborted_parked += 1
+                if p in prefetching:
+                    self.stats.aborted_prefetching += 1
+                else:
+                    self.stats.aborted_parked += 1
                 self._drop(p, None)
                 hits.append(p.req)
         return hits
@@ -284,6 +287,7 @@ class PipeMaxStage:
             inflight_tokens=compat.running_tokens(sched) + sum(p.kv_len for p in self.pool.values()),
             device_tokens=compat.device_tokens(sched), waiting=len(sched.waiting_queue),
             row_cap=compat.row_cap(sched),
+            prefetching=sum(len(v) for v in self.prefetched.values()),
         )
         planned = {rid for t in self.tasks for rid in t.rejoin}
         pool = [PoolEntry(p.rid, p.kv_len, p.rounds_waited, p.arrival) for p in self.pool.values()

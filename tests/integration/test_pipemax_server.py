@@ -135,9 +135,7 @@ def test_abort_parked_and_prefetching_requests(server, tiny_model):
     assert _pools(stages) == server.idle_pools
     after = [s["pipemax"] for s in stages]
     aborted_parked = sum(a["aborted_parked"] - b["aborted_parked"] for a, b in zip(after, before))
-    aborted_prefetching = sum(a["aborted_prefetching"] - b["aborted_prefetching"] for a, b in zip(after, before))
     assert aborted_parked > 0
-    assert aborted_prefetching >= 0
     # still serving, with the reference tokens
     assert _generate(server, [5, 6, 7, 8], 6)["output_ids"] == hf_greedy(tiny_model, [[5, 6, 7, 8]], 6)[0]
 
@@ -155,8 +153,10 @@ def test_streaming_client_disconnects_while_parked(server, tiny_model):
         _wait_parked(server)
         later = [json.loads(next(events)[6:]) for _ in range(2)]
     assert len(later[-1]["output_ids"]) > len(first["output_ids"])
-    # the connection is closed: SGLang aborts "streamer" wherever it is (often parked)
-    requests.post(server.url + "/abort_request", json={"abort_all": True}, timeout=30)
+    # the connection is closed: SGLang's tokenizer manager aborts "streamer" wherever it is
+    # (often parked); only the background load is aborted explicitly, so an idle server
+    # below means the disconnect alone ended the streamer
+    requests.post(server.url + "/abort_request", json={"rid": "bg-"}, timeout=30)
     for t in threads:
         t.join(120)
     assert len(results) == 16
