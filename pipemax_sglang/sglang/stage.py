@@ -180,11 +180,16 @@ class PipeMaxStage:
         """Parked requests SGLang marked to finish (an abort or timeout reached them through
         a batch they had already left) would wait for a step that never comes: finish them
         here. Returns them for the scheduler to send their abort outputs."""
+        return self._abort_where(lambda p: compat.is_aborting(p.req))
+
+    def _abort_where(self, match) -> list:
+        """Drop the ready parked or prefetching requests `match` selects (ready: not in any
+        in-flight batch, whose result would still touch them) and return their requests."""
         hits = []
-        prefetching = [pf.parked for pfs in self.prefetched.values() for pf in pfs]
-        for p in list(self.pool.values()) + prefetching:
-            if p.ready and compat.is_aborting(p.req) and p.req.pipemax_parked is p:
-                if p in prefetching:
+        prefetching = {id(pf.parked): pf.parked for pfs in self.prefetched.values() for pf in pfs}
+        for p in [*self.pool.values(), *prefetching.values()]:
+            if p.ready and p.req.pipemax_parked is p and match(p):
+                if id(p) in prefetching:
                     self.stats.aborted_prefetching += 1
                 else:
                     self.stats.aborted_parked += 1
@@ -336,19 +341,9 @@ class PipeMaxStage:
         logger.warning("pipemax: parked request %s lost KV to a full host tier; recomputing it", p.rid)
 
     def abort(self, rid_prefix: str, abort_all: bool) -> list:
-        """Parked requests (ready: not in any in-flight batch) matching an abort. Returns them
-        for the scheduler to send their abort outputs."""
-        hits = []
-        prefetching = [pf.parked for pfs in self.prefetched.values() for pf in pfs]
-        for p in list(self.pool.values()) + prefetching:
-            if p.ready and (abort_all or p.rid.startswith(rid_prefix)) and p.req.pipemax_parked is p:
-                if p in prefetching:
-                    self.stats.aborted_prefetching += 1
-                else:
-                    self.stats.aborted_parked += 1
-                self._drop(p, None)
-                hits.append(p.req)
-        return hits
+        """Parked requests matching an abort (SGLang's rid-prefix rule). Returns them for the
+        scheduler to send their abort outputs."""
+        return self._abort_where(lambda p: abort_all or p.rid.startswith(rid_prefix))
 
     def status(self) -> dict[str, Any]:
         return {"micro_batches": self.M, "turn": self.turn, "parked": len(self.pool),
