@@ -10,7 +10,8 @@ sources (paths under sglang/srt/):
   of its running batch. Admitted requests join that slot's running batch.
 - Admission (schedule_policy.PrefillAdder): FCFS; a request needs its prefill tokens plus
   min(max_new - generated, 4096) * new_token_ratio, on top of the same reserve for every
-  running request, within the free tokens; at most chunked_prefill_size tokens a prefill
+  request in the running batch the adder is given (under PP: this slot's only,
+  scheduler.get_new_batch_prefill(running_batch=running_mbs[m])), within the free tokens; at most chunked_prefill_size tokens a prefill
   (one longer request is taken alone; SGLang would split it into chunks, same total work)
   and pp_max_micro_batch_size rows a slot.
 - new_token_ratio (scheduler_components/new_token_ratio_tracker): starts at 0.7, decays
@@ -83,7 +84,10 @@ class RecomputeScheduler:
 
     def _admit(self, m: int) -> list[int]:
         book = self.book
-        run = book.where == RUNNING
+        # PrefillAdder reserves for the running batch it is given: under PP that is this
+        # slot's (running_mbs[m]), not the other slots' requests sharing the pool, so the
+        # reserve undercounts by M - 1 slots and decode steps later retract.
+        run = np.asarray(self.running[m], dtype=np.int64)
         left = np.minimum(book.out[run] - book.gen[run], CLIP_MAX_NEW)
         rem = self.D - self.used - float(left.sum()) * self.ratio
         chunk = self.chunk
