@@ -193,6 +193,18 @@ def next_residents(plan, parked_rids) -> tuple[int, ...]:
     return tuple(out)
 
 
+def step_shape(batch) -> tuple[str, int, int] | None:
+    """("decode", rows, context) or ("prefill", rows, new tokens) of a launched batch; None
+    for anything else (idle, a split prefill's later chunks count as prefill)."""
+    if batch is None:
+        return None
+    if batch.forward_mode.is_decode():
+        return "decode", batch.batch_size(), int(batch.seq_lens_sum)
+    if batch.forward_mode.is_extend() and batch.extend_num_tokens:
+        return "prefill", batch.batch_size(), int(batch.extend_num_tokens)
+    return None
+
+
 def mb_rows(sched, m: int) -> tuple[int, ...]:
     rows = [len(b.reqs) for b in running_batches(sched)]
     return tuple((rows + [0] * m)[:m])

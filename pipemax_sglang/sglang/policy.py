@@ -22,7 +22,6 @@ parked and SGLang runs as stock.
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass
 
 from pipemax_sglang.config import PipeMaxConfig
@@ -69,13 +68,11 @@ class Decider:
         bw = link_bytes_per_s or CPU_COPY_BYTES_PER_S
         self.transfer = TransferModel(latency_s=1e-5, h2d_bytes_per_s=bw, d2h_bytes_per_s=bw)
         self.cost_model = StepCostModel(CPU_PRIOR)
-        self.samples: deque[tuple[int, int, float]] = deque(maxlen=512)   # for reports
         self.link_free_at = 0.0
         self.select = SELECTORS[config.selector]
 
     def observe_step(self, rows: int, sum_context: int, seconds: float) -> None:
         self.cost_model.observe(rows, sum_context, seconds)
-        self.samples.append((rows, sum_context, seconds))
 
     def reserve(self, view: TurnView) -> int:
         """Device tokens kept free: 5% margin, plus one step's growth of every running row

@@ -127,7 +127,7 @@ class PipeMaxScheduler(Scheduler):
     def run_batch(self, batch, *args, **kwargs):
         start = time.perf_counter()
         result = super().run_batch(batch, *args, **kwargs)
-        self.pipemax.observe_step(batch, time.perf_counter() - start)
+        self.pipemax.observe_step(batch, start, time.perf_counter() - start)
         return result
 
     def _pp_launch_batch(self, mb_id, *args, **kwargs):

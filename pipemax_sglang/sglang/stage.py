@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 from pipemax_sglang import env
@@ -50,6 +50,16 @@ class PipeMaxStage:
         self.stats = PipeMaxStats(mb_rows_last=[0] * self.M)
         self.arrivals = 0
         self.warned_host_full = False
+        # [rows, sum_context, forward s, turn s, active] per decode launch, and [rows, new
+        # tokens, ...] per prefill: the turn is launch to next launch on this stage, so it
+        # holds what the forward does not (scheduling, the pp send/recv, waiting for the
+        # slowest stage), filled in at the next launch; active is how many of the last M
+        # turns launched a batch (the pipeline's occupancy: with one, a launch waits for
+        # the round trip through every stage). For benchmarks/validate_sim.py.
+        self.turns: dict[str, deque[list]] = {"decode": deque(maxlen=1024),
+                                              "prefill": deque(maxlen=256)}
+        self._last_launch: tuple[float, list | None] | None = None
+        self._launched: deque[int] = deque(maxlen=self.M)
         self.decider = self._make_decider() if compat.is_decider_rank() else None
         self.record = None
         if config.record_batches and config.status_dir:
@@ -301,9 +311,20 @@ class PipeMaxStage:
         if msg.park or msg.rejoin:
             self.outbox.append(msg)
 
-    def observe_step(self, batch, seconds: float) -> None:
-        if self.decider is not None and batch is not None and batch.forward_mode.is_decode():
-            self.decider.observe_step(batch.batch_size(), int(batch.seq_lens_sum), seconds)
+    def observe_step(self, batch, start: float, seconds: float) -> None:
+        if self._last_launch is not None and self._last_launch[1] is not None:
+            self._last_launch[1][3] = start - self._last_launch[0]
+        self._launched.append(self.turn)
+        entry = None
+        shape = compat.step_shape(batch)
+        if shape is not None:
+            kind, rows, size = shape
+            if kind == "decode" and self.decider is not None:
+                self.decider.observe_step(rows, size, seconds)
+            active = sum(1 for t in self._launched if t > self.turn - self.M)
+            entry = [rows, size, seconds, None, active]
+            self.turns[kind].append(entry)
+        self._last_launch = (start, entry)
 
     # ---- results, release, abort -----------------------------------------------------------
     def after_result(self, batch) -> None:
@@ -350,5 +371,7 @@ class PipeMaxStage:
                 "prefetching": sum(len(v) for v in self.prefetched.values()),
                 "parked_rids": sorted(self.pool)[:64],
                 "decider": self.decider is not None, **self.stats.to_dict(),
-                "step_samples": [] if self.decider is None else [
-                    {"rows": r, "sum_context": c, "seconds": t} for r, c, t in self.decider.samples]}
+                "step_samples": [{"rows": r, "sum_context": c, "seconds": t, "turn_seconds": w,
+                                  "active_mbs": n} for r, c, t, w, n in self.turns["decode"]],
+                "prefill_samples": [{"rows": r, "tokens": c, "seconds": t, "turn_seconds": w,
+                                     "active_mbs": n} for r, c, t, w, n in self.turns["prefill"]]}

@@ -51,6 +51,13 @@ def _assert_parked_without_recompute(status, pp: int):
         assert st["recomputes"] == 0
         assert st["over_budget_plans"] == 0
         assert st["parked_now"] == 0 and st["prefetching"] == 0  # all finished: nothing left
+        # decode turns are timed for the simulator's validation: forward, launch to next
+        # launch (all but the last), and how many of the last M turns launched a batch
+        steps = st["step_samples"]
+        assert steps and all(x["rows"] > 0 and x["seconds"] > 0 for x in steps)
+        assert all(x["turn_seconds"] > 0 for x in steps[:-1])
+        assert all(1 <= x["active_mbs"] <= s["micro_batches"] for x in steps)
+        assert st["prefill_samples"] and all(x["tokens"] >= x["rows"] > 0 for x in st["prefill_samples"])
     # every stage applied the same parks and rejoins
     assert len({(s["pipemax"]["parks"], s["pipemax"]["rejoins"]) for s in stages}) == 1
 
