@@ -44,3 +44,33 @@ def test_validate_fits_simulates_and_reports_the_ratio_error(tmp_path, capsys):
     worst = max(res["ratio_error"].values())
     assert res["within_tolerance"] == (worst <= 0.25)
     assert "suspect term:" in text and res["suspect"]
+
+
+def test_the_stage_step_is_the_turn_scaled_by_occupancy_and_prefill_is_fitted_per_token(tmp_path):
+    """Turn times (launch to next launch on stage 0) written from a stage step of 9 ms +
+    0.5 ms * rows + 3 us * sum_ctx: with both of P = 2 stages busy a launch is one stage step
+    after the last, with one micro-batch in flight it is the round trip, two stage steps.
+    Prefill turns from 9 ms + 40 us per prompt token."""
+    mod = _module()
+    rec = json.loads(FIXTURE.read_text())
+    step = lambda r, c: 9e-3 + 0.5e-3 * r + 3e-6 * c  # noqa: E731
+    for i, x in enumerate(rec["step_samples"][:-1]):
+        busy = 1 if i % 3 == 0 else 2 + i % 2
+        x.update(turn_seconds=step(x["rows"], x["sum_context"]) * (2 if busy == 1 else 1), active_mbs=busy)
+    rec["prefill_samples"] = [{"rows": r, "tokens": t, "seconds": 1e-3, "active_mbs": 2,
+                               "turn_seconds": 9e-3 + 40e-6 * t} for r, t in [(1, 100), (4, 900), (9, 2000), (2, 300)]]
+    path = tmp_path / "rec.json"
+    (tmp_path / "tiny_config").mkdir()
+    (tmp_path / "tiny_config" / "config.json").write_text(
+        (FIXTURE.parent / "tiny_config" / "config.json").read_text())
+    path.write_text(json.dumps(rec))
+    steps = mod.stage_steps(mod.load_record(path))
+    assert [round(s, 9) for *_, s in steps[:-1]] == [round(step(r, c), 9) for r, c, *_ in steps[:-1]]
+    # the last sample has no turn time (nothing launched after it): its forward stands in
+    assert steps[-1][3] == rec["step_samples"][-1]["seconds"]
+    fit = mod.predict(mod.load_record(path))["direct"]["fit"]
+    assert fit["step_cost"]["a"] == pytest.approx(9e-3, rel=0.02)
+    assert fit["step_cost"]["b"] == pytest.approx(0.5e-3, rel=0.02)
+    assert fit["step_cost"]["c"] == pytest.approx(3e-6, rel=0.05)
+    assert fit["prefill_s_per_token"] == pytest.approx(40e-6, rel=0.05)
+    assert fit["turn_overhead_s"] > 0      # the turns hold more than the 4 ms forwards
