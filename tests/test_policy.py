@@ -54,3 +54,39 @@ def test_a_request_longer_than_the_share_still_comes_back_alone():
     big = [PoolEntry("big", 700, 3, 0)]
     view = _view([0, 0], device_tokens=1000)           # share (1000 - 50) / 2 < 700
     assert d.decide(view, big, planned=set()).rejoin == ("big",)
+
+
+def _tail_view(mb, mb_rows, decode, inflight, device_tokens=10_000):
+    return TurnView(turn=20 + mb, mb=mb, num_mbs=len(mb_rows), decode_rids=tuple(decode),
+                    next_residents=(), mb_rows=tuple(mb_rows), mb_ctx=tuple(100 * r for r in mb_rows),
+                    inflight_tokens=inflight, device_tokens=device_tokens, waiting=0, row_cap=64)
+
+
+def test_the_tail_of_a_batch_drains_into_as_few_micro_batches_as_keep_the_stages_busy():
+    # 2 stages, 4 micro-batches, 3 requests left in each, 1,200 tokens: one turn's share
+    # ((10,000 - 500 - 12) / 2) holds them all, so 2 micro-batches (one per stage) suffice
+    d = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
+    rows = [3, 3, 3, 3]
+    decode = [f"m3-{i}" for i in range(3)]
+    view = _tail_view(3, rows, decode, inflight=1200)
+    assert not d.pressure(view)
+    assert d.busy_mbs(view, []) == 2
+    plan = d.decide(view, [], planned=set())
+    assert set(plan.park) == set(decode) and plan.rejoin == ()     # mb 3 drains, takes none
+    # a busy micro-batch takes the drained rows back, up to an even share over 2
+    pool = [PoolEntry(r, 100, 0, i) for i, r in enumerate(decode)]
+    view0 = _tail_view(0, [3, 3, 0, 3], [f"m0-{i}" for i in range(3)], inflight=1200)
+    assert d.fair_rows(view0, pool) == 6                  # ceil((3 + 3 + 3 + 3) / 2)
+    plan0 = d.decide(view0, pool, planned=set())
+    assert plan0.park == () and set(plan0.rejoin) == set(decode)    # nothing presses: stay
+
+
+def test_a_busy_pipeline_keeps_every_micro_batch():
+    d = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
+    # 12,000 tokens in flight need 3 turns' shares of 4,7xx: 3 micro-batches stay busy
+    assert d.busy_mbs(_tail_view(0, [8, 8, 8, 8], (), inflight=12_000), []) == 3
+    assert d.busy_mbs(_tail_view(0, [8, 8, 8, 8], (), inflight=30_000), []) == 4
+    # queued requests will fill every micro-batch, and M = P never drains
+    assert d.busy_mbs(_view([1, 1, 1, 1]), []) == 4
+    d1 = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=4, link_bytes_per_s=None)
+    assert d1.busy_mbs(_tail_view(0, [1, 1, 1, 1], (), inflight=100), []) == 4

@@ -79,34 +79,67 @@ class Decider:
         (the target micro-batch's own growth is charged by the selector, a token per row)."""
         return view.device_tokens // 20 + sum(view.mb_rows)
 
-    def fair_rows(self, view: TurnView, pool: list[PoolEntry]) -> int:
-        """Rows one micro-batch may hold: an even share of the live requests (parked, being
-        parked now, running in the other micro-batches). A step costs a + b*rows + ..., so
-        with a fixed number of rows the pipeline's cycle, set by its slowest micro-batch, is
-        shortest when they are even; when the pool is small next to M micro-batches' room
-        (a short queue, the tail of a batch), taking every candidate for one micro-batch
-        leaves the next ones empty. The selector still decides whom, within this cap."""
+    def live_rows(self, view: TurnView, pool: list[PoolEntry]) -> int:
+        """Requests in flight: parked, being parked now, resident, prefetched, and running in
+        the other micro-batches."""
         others = sum(r for m, r in enumerate(view.mb_rows) if m != view.mb)
-        live = (len(pool) + len(view.decode_rids) + len(view.next_residents) + others
+        return (len(pool) + len(view.decode_rids) + len(view.next_residents) + others
                 + view.prefetching)
-        return max(1, -(-live // view.num_mbs))
+
+    def turn_share(self, view: TurnView) -> int:
+        """Device tokens one turn may hold: (D - reserve) / 2 when M >= 2 (the active
+        micro-batch and the one prefetching), D - reserve when M = 1."""
+        share = view.device_tokens - self.reserve(view)
+        return share // 2 if view.num_mbs >= 2 else share
+
+    def busy_mbs(self, view: TurnView, pool: list[PoolEntry]) -> int:
+        """Micro-batches worth filling: the fewest that keep every stage busy (P) and hold
+        the live requests within one turn's device share and the row cap; at most M.
+        Each non-empty turn costs a stage its fixed a (the weight read on a GPU, the
+        scheduling on a CPU) while an empty one passes, so once the live requests fit in
+        fewer micro-batches (the tail of a batch) spreading them over all M only adds
+        turns: a request gets one token a cycle and a cycle is every non-empty turn."""
+        M = view.num_mbs
+        if M <= self.num_stages or view.waiting > 0:     # queued requests: all M will fill
+            return M
+        share = max(1, self.turn_share(view))
+        need = max(-(-view.inflight_tokens // share),
+                   -(-self.live_rows(view, pool) // max(1, view.row_cap)))
+        return max(self.num_stages, min(M, need))
+
+    def fair_rows(self, view: TurnView, pool: list[PoolEntry]) -> int:
+        """Rows one micro-batch may hold: an even share of the live requests over the busy
+        micro-batches. A step costs a + b*rows + ..., so with a fixed number of rows the
+        pipeline's cycle, set by its slowest micro-batch, is shortest when they are even;
+        when the pool is small next to the micro-batches' room (a short queue, the tail of
+        a batch), taking every candidate for one micro-batch leaves the next ones empty.
+        The selector still decides whom, within this cap."""
+        return max(1, -(-self.live_rows(view, pool) // self.busy_mbs(view, pool)))
 
     def pressure(self, view: TurnView) -> bool:
         return view.waiting > 0 or view.inflight_tokens + self.reserve(view) > view.device_tokens
 
     def decide(self, view: TurnView, pool: list[PoolEntry], planned: set[str]) -> PipeMaxPlan:
-        park = view.decode_rids if self.pressure(view) else ()
+        # A micro-batch past the busy ones is drained: its rows park (on the device while
+        # nothing presses, so their rejoin elsewhere moves no bytes) and it takes none back.
+        drain = view.mb >= self.busy_mbs(view, pool)
+        park = view.decode_rids if self.pressure(view) or drain else ()
         M = view.num_mbs
         target, issue = view.turn + M, view.turn + max(M - 1, 1)
-        share = view.device_tokens - self.reserve(view)
-        if M >= 2:
-            share //= 2
-        free = max(0, share - sum(c + 1 for c in view.next_residents))
-        rows = max(0, min(view.row_cap, self.fair_rows(view, pool)) - len(view.next_residents))
+        share = self.turn_share(view)
+        # what stays on the device for the target turn: the residents, and the decode rows
+        # too when nothing is parked (the running batch, growing a token a row)
+        stay_rows = len(view.next_residents)
+        stay_tokens = sum(c + 1 for c in view.next_residents)
+        if not park and view.decode_rids:
+            stay_rows = max(stay_rows, view.mb_rows[view.mb])
+            stay_tokens = max(stay_tokens, view.mb_ctx[view.mb] + view.mb_rows[view.mb])
+        free = max(0, share - stay_tokens)
+        rows = 0 if drain else max(0, min(view.row_cap, self.fair_rows(view, pool)) - stay_rows)
 
         cands = [Candidate(p.rid, p.kv_len, p.kv_len, (), p.rounds_waited, p.arrival)
                  for p in pool if p.rid not in planned]
-        if cands and not view.next_residents:
+        if cands and not stay_rows:
             # A request longer than the share would never come back: with nothing resident
             # the oldest may have the device to itself (as stock SGLang would decode it alone).
             oldest = min(cands, key=lambda c: (-c.rounds_waited, c.arrival))
