@@ -90,3 +90,25 @@ def test_a_busy_pipeline_keeps_every_micro_batch():
     assert d.busy_mbs(_view([1, 1, 1, 1]), []) == 4
     d1 = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=4, link_bytes_per_s=None)
     assert d1.busy_mbs(_tail_view(0, [1, 1, 1, 1], (), inflight=100), []) == 4
+
+
+def test_a_slow_link_keeps_rows_resident_that_it_could_not_bring_back():
+    # 20 MB/s and a ~10 ms step: a window brings back ~100 tokens of 2 KiB, so parking a
+    # pressed micro-batch's rows would only shrink its next turn; they stay, up to 1/M of
+    # the device less the two streams, and the rest park
+    slow = Decider(PipeMaxConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=2e7)
+    decode = [f"d{i}" for i in range(12)]
+    view = TurnView(turn=10, mb=0, num_mbs=4, decode_rids=tuple(decode), next_residents=(),
+                    mb_rows=(12, 4, 4, 4), mb_ctx=(2400, 800, 800, 800), inflight_tokens=9_000,
+                    device_tokens=8_000, waiting=0, row_cap=64, decode_ctx=(200,) * 12)
+    assert slow.pressure(view)
+    room = slow.resident_room(view, 0.01)
+    assert 0 < room < 8_000 - slow.reserve(view)
+    plan = slow.decide(view, _pool(4), planned=set())
+    kept = [r for r in decode if r not in plan.park]
+    assert kept == decode[:len(kept)] and 0 < len(kept) < 12
+    assert len(kept) * 201 <= room // 4                  # this micro-batch's part of the room
+    # a fast link streams everything back: every pressed row parks, as before
+    fast = Decider(PipeMaxConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=None)
+    assert fast.resident_room(view, 0.01) <= 0
+    assert set(fast.decide(view, _pool(4), planned=set()).park) == set(decode)

@@ -72,6 +72,12 @@ def freeze_in_flight(sched, mb: int, batch) -> bool:
     snap.req_pool_indices = batch.req_pool_indices.clone()
     snap.pipemax_snapshot = True
     sched.mbs[mb] = snap
+    # The live batch's input ids are the launched step's. SGLang clears them on the batch it
+    # processes the result against (scheduler_pp_mixin.py:1132), so that the next decode
+    # reads the new tokens from the future map by req_pool_indices (overlap_utils.py:144);
+    # that is the snapshot now, so clear them here too, or rows that stay would decode
+    # their previous token again.
+    batch.input_ids = None
     md = sched.mb_metadata[mb]
     if md is not None and md.fwd_batch is None:
         md.fwd_batch = snap
@@ -180,6 +186,11 @@ def order_park_after_forward(sched, mb: int) -> None:
 
 def _context(req) -> int:
     return len(req.origin_input_ids) + len(req.output_ids)
+
+
+def contexts(reqs) -> tuple[int, ...]:
+    """KV tokens of each request: prompt and generated so far."""
+    return tuple(_context(r) for r in reqs)
 
 
 def next_residents(plan, parked_rids) -> tuple[int, ...]:

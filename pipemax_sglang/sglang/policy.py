@@ -49,6 +49,7 @@ class TurnView:
     waiting: int                          # requests SGLang has not admitted yet
     row_cap: int
     prefetching: int = 0                  # rows prefetched for a later turn, not yet rejoined
+    decode_ctx: tuple[int, ...] = ()      # context lengths of decode_rids, same order
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,32 @@ class Decider:
         if not park and view.decode_rids:
             stay_rows = max(stay_rows, view.mb_rows[view.mb])
             stay_tokens = max(stay_tokens, view.mb_ctx[view.mb] + view.mb_rows[view.mb])
-        free = max(0, share - stay_tokens)
         rows = 0 if drain else max(0, min(view.row_cap, self.fair_rows(view, pool)) - stay_rows)
+        cost = self.cost_model.current()
+        budget_bytes, now, timeline, window = self._budget(view, cost, pool, rows)
+        free = share - stay_tokens
+        # the window is one slot: at least the step this micro-batch just ran (an empty
+        # pipeline predicts empty slots, and a fast link would look slow)
+        resident_room = self.resident_room(
+            view, max(window, cost.predict(len(view.decode_rids), sum(view.decode_ctx))))
+        if resident_room > 0:
+            # a slow link: residents of every micro-batch share the device with the streams
+            others = sum(c + r for m, (r, c) in enumerate(zip(view.mb_rows, view.mb_ctx))
+                         if m != view.mb)
+            if park and not drain and view.decode_ctx:
+                limit = min(resident_room - others, resident_room // M)
+                keep = self.keep_resident(view, limit - stay_tokens)
+                if keep:
+                    park = tuple(r for r in park if r not in keep)
+                    stay_rows += len(keep)
+                    stay_tokens += sum(c + 1 for r, c in zip(view.decode_rids, view.decode_ctx)
+                                       if r in keep)
+                    rows = max(0, rows - len(keep))
+            # what no resident holds is shared by this turn's rejoins and the next
+            # micro-batch's, which load while this one computes
+            free = min(share - stay_tokens,
+                       (view.device_tokens - self.reserve(view) - others - stay_tokens) // 2)
+        free = max(0, free)
 
         cands = [Candidate(p.rid, p.kv_len, p.kv_len, (), p.rounds_waited, p.arrival)
                  for p in pool if p.rid not in planned]
@@ -145,8 +170,6 @@ class Decider:
             oldest = min(cands, key=lambda c: (-c.rounds_waited, c.arrival))
             if oldest.host_tokens + 1 > free:
                 free = min(view.device_tokens - self.reserve(view), oldest.host_tokens + 1)
-        cost = self.cost_model.current()
-        budget_bytes, now, timeline = self._budget(view, cost, pool, rows)
         others = [(m, r, c) for m, (r, c) in enumerate(zip(view.mb_rows, view.mb_ctx)) if m != view.mb]
         inp = SelectorInput(
             candidates=tuple(cands), residents=(), budget_bytes=budget_bytes,
@@ -162,8 +185,32 @@ class Decider:
         return PipeMaxPlan(view.turn, view.mb, tuple(park), tuple(rejoin), target, issue,
                            budget_bytes, plan_bytes)
 
+    def resident_room(self, view: TurnView, window_s: float) -> int:
+        """Device tokens residents may hold across turns, for M >= 2: what the link brings
+        back in a window, C = rate x window / k, is all streaming can feed a turn, and two turns
+        stream at once (this one's rejoins and the next micro-batch's, loading meanwhile),
+        so D - reserve - 2C. Zero or less with a fast link (C covers the device): every row
+        of a pressed micro-batch parks and streams back. With a slow one, parking rows the
+        link cannot bring back would only shrink the batch; they stay, as stock SGLang
+        keeps them."""
+        if view.num_mbs < 2:
+            return 0
+        c_tokens = self.transfer.h2d_bytes_per_s * max(window_s, 0.0) / max(1, self.k)
+        return view.device_tokens - self.reserve(view) - 2 * int(min(c_tokens, view.device_tokens))
+
+    @staticmethod
+    def keep_resident(view: TurnView, room: int) -> frozenset[str]:
+        """The decode rows, in batch order, whose KV (and a token of growth each) fits room."""
+        keep, acc = [], 0
+        for rid, ctx in zip(view.decode_rids, view.decode_ctx):
+            if acc + ctx + 1 > room:
+                break
+            keep.append(rid)
+            acc += ctx + 1
+        return frozenset(keep)
+
     def _budget(self, view: TurnView, cost: StepCost, pool: list[PoolEntry],
-                rows: int) -> tuple[int, float, LinkTimeline]:
+                rows: int) -> tuple[int, float, LinkTimeline, float]:
         """Bytes the link can bring back in the prefetch window: the slot before the target
         turn (issue at its start, land before the turn), after earlier commitments.
 
@@ -188,4 +235,4 @@ class Decider:
                                 link_free_at=self.link_free_at,
                                 policy=BudgetPolicy(self.config.budget_margin))
         # mb 0 of this two-slot view leaves at issue_at; its next turn is one window later
-        return max(timeline.budget(0, issue_at).nbytes, floor), issue_at, timeline
+        return max(timeline.budget(0, issue_at).nbytes, floor), issue_at, timeline, window

@@ -294,7 +294,8 @@ class PipeMaxStage:
 
     def _decide(self, mb: int, plan, decode_batch) -> None:
         sched = self.sched
-        decode_rids = tuple(r.rid for r in decode_batch.reqs) if decode_batch is not None else ()
+        decode_reqs = list(decode_batch.reqs) if decode_batch is not None else []
+        decode_rids = tuple(r.rid for r in decode_reqs)
         view = TurnView(
             turn=self.turn, mb=mb, num_mbs=self.M, decode_rids=decode_rids,
             next_residents=compat.next_residents(plan, decode_rids),
@@ -303,6 +304,7 @@ class PipeMaxStage:
             device_tokens=compat.device_tokens(sched), waiting=len(sched.waiting_queue),
             row_cap=compat.row_cap(sched),
             prefetching=sum(len(v) for v in self.prefetched.values()),
+            decode_ctx=compat.contexts(decode_reqs),
         )
         planned = {rid for t in self.tasks for rid in t.rejoin}
         pool = [PoolEntry(p.rid, p.kv_len, p.rounds_waited, p.arrival) for p in self.pool.values()
