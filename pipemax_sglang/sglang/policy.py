@@ -16,7 +16,12 @@ parked pool within
 Each rejoin is charged its whole context against budget and device: by its next turn a
 parked request's device copy has usually been evicted; a surviving copy costs less than
 predicted, never more. With no pressure (everything in flight fits the device) nothing is
-parked and SGLang runs as stock.
+parked and SGLang runs as stock. Two refinements:
+  - residents: what the link cannot bring back in a slot (C tokens) is not parked; rows
+    stay while all residents fit D - reserve - 2C and this micro-batch's fit 1/M of it
+    (a fast link makes that room negative: every pressed row parks, as above);
+  - draining: once the live requests fit fewer micro-batches than M, only the fewest that
+    keep every stage busy are filled; the others park their rows and take none back.
 """
 
 from __future__ import annotations
