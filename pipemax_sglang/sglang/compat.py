@@ -216,18 +216,24 @@ def step_shape(batch) -> tuple[str, int, int] | None:
     return None
 
 
-def mb_rows(sched, m: int) -> tuple[int, ...]:
-    rows = [len(b.reqs) for b in running_batches(sched)]
-    return tuple((rows + [0] * m)[:m])
+def _mb_batches(sched, m: int, mb: int | None, plan) -> list:
+    """The running batch of each of m micro-batches. Inside get_next_batch_to_run the
+    current one's is the plan's: SGLang stores it in running_mbs only after the call
+    returns (scheduler_pp_mixin.py:153), and after a rejoin into an empty micro-batch it is
+    a new object."""
+    batches = (list(running_batches(sched)) + [None] * m)[:m]
+    if mb is not None and plan is not None:
+        batches[mb] = plan.running_batch
+    return batches
 
 
-def mb_ctx(sched, m: int) -> tuple[int, ...]:
-    ctx = [sum(_context(r) for r in b.reqs) for b in running_batches(sched)]
-    return tuple((ctx + [0] * m)[:m])
+def mb_rows(sched, m: int, mb: int | None = None, plan=None) -> tuple[int, ...]:
+    return tuple(len(b.reqs) if b is not None else 0 for b in _mb_batches(sched, m, mb, plan))
 
 
-def running_tokens(sched) -> int:
-    return sum(_context(r) for b in running_batches(sched) for r in b.reqs)
+def mb_ctx(sched, m: int, mb: int | None = None, plan=None) -> tuple[int, ...]:
+    return tuple(sum(_context(r) for r in b.reqs) if b is not None else 0
+                 for b in _mb_batches(sched, m, mb, plan))
 
 
 def prepare_tree_cache(tree_cache) -> None:

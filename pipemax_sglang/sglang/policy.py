@@ -126,8 +126,9 @@ class Decider:
         return view.waiting > 0 or view.inflight_tokens + self.reserve(view) > view.device_tokens
 
     def decide(self, view: TurnView, pool: list[PoolEntry], planned: set[str]) -> PipeMaxPlan:
-        # A micro-batch past the busy ones is drained: its rows park (on the device while
-        # nothing presses, so their rejoin elsewhere moves no bytes) and it takes none back.
+        # A micro-batch past the busy ones is drained: its rows park and it takes none back.
+        # While nothing presses their device copies survive, so a rejoin elsewhere moves no
+        # bytes, though the budget still charges their whole context (conservative).
         drain = view.mb >= self.busy_mbs(view, pool)
         park = view.decode_rids if self.pressure(view) or drain else ()
         M = view.num_mbs
@@ -148,10 +149,11 @@ class Decider:
         # pipeline predicts empty slots, and a fast link would look slow)
         resident_room = self.resident_room(
             view, max(window, cost.predict(len(view.decode_rids), sum(view.decode_ctx))))
+        others = sum(c + r for m, (r, c) in enumerate(zip(view.mb_rows, view.mb_ctx))
+                     if m != view.mb)
+        unheld = view.device_tokens - self.reserve(view) - others      # no resident holds it
         if resident_room > 0:
             # a slow link: residents of every micro-batch share the device with the streams
-            others = sum(c + r for m, (r, c) in enumerate(zip(view.mb_rows, view.mb_ctx))
-                         if m != view.mb)
             if park and not drain and view.decode_ctx:
                 limit = min(resident_room - others, resident_room // M)
                 keep = self.keep_resident(view, limit - stay_tokens)
@@ -163,8 +165,10 @@ class Decider:
                     rows = max(0, rows - len(keep))
             # what no resident holds is shared by this turn's rejoins and the next
             # micro-batch's, which load while this one computes
-            free = min(share - stay_tokens,
-                       (view.device_tokens - self.reserve(view) - others - stay_tokens) // 2)
+            free = min(share - stay_tokens, (unheld - stay_tokens) // 2)
+        if not self.pressure(view):
+            # everything in flight fits: a drained request may come back whatever its length
+            free = max(free, unheld - stay_tokens)
         free = max(0, free)
 
         cands = [Candidate(p.rid, p.kv_len, p.kv_len, (), p.rounds_waited, p.arrival)
@@ -174,7 +178,8 @@ class Decider:
             # the oldest may have the device to itself (as stock SGLang would decode it alone).
             oldest = min(cands, key=lambda c: (-c.rounds_waited, c.arrival))
             if oldest.host_tokens + 1 > free:
-                free = min(view.device_tokens - self.reserve(view), oldest.host_tokens + 1)
+                room = view.device_tokens - self.reserve(view) if resident_room <= 0 else unheld
+                free = max(free, min(room, oldest.host_tokens + 1))
         others = [(m, r, c) for m, (r, c) in enumerate(zip(view.mb_rows, view.mb_ctx)) if m != view.mb]
         inp = SelectorInput(
             candidates=tuple(cands), residents=(), budget_bytes=budget_bytes,

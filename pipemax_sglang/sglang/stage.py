@@ -296,11 +296,13 @@ class PipeMaxStage:
         sched = self.sched
         decode_reqs = list(decode_batch.reqs) if decode_batch is not None else []
         decode_rids = tuple(r.rid for r in decode_reqs)
+        # this micro-batch's rows from the plan: SGLang has not stored them yet (compat)
+        rows, ctx = compat.mb_rows(sched, self.M, mb, plan), compat.mb_ctx(sched, self.M, mb, plan)
         view = TurnView(
             turn=self.turn, mb=mb, num_mbs=self.M, decode_rids=decode_rids,
             next_residents=compat.next_residents(plan, decode_rids),
-            mb_rows=compat.mb_rows(sched, self.M), mb_ctx=compat.mb_ctx(sched, self.M),
-            inflight_tokens=compat.running_tokens(sched) + sum(p.kv_len for p in self.pool.values()),
+            mb_rows=rows, mb_ctx=ctx,
+            inflight_tokens=sum(ctx) + sum(p.kv_len for p in self.pool.values()),
             device_tokens=compat.device_tokens(sched), waiting=len(sched.waiting_queue),
             row_cap=compat.row_cap(sched),
             prefetching=sum(len(v) for v in self.prefetched.values()),
