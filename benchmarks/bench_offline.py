@@ -11,9 +11,9 @@ SGLang with ample KV? One offline workload, three ways, same model and pp size, 
 
 Stock runs use SGLang's hierarchical cache configured as PipeMax's host tier (same host
 size, write-through, page 1, MRU eviction), so that only the scheduling differs; on these
-2-core machines SGLang's PP loop with the hierarchical cache on also runs 1.3-1.8x faster
-than with SGLang's defaults (measured; its stage processes spin less), which a baseline
-without it would charge to PipeMax. --stock-cache plain runs SGLang's defaults.
+2-core machines SGLang's PP loop with the hierarchical cache on also runs 1.5-1.8x faster
+than with SGLang's defaults (measured; why is not known), which a baseline without it
+would charge to PipeMax. --stock-cache plain runs SGLang's defaults.
 
 Prints one line per configuration and a summary line; --json writes the record (keys
 ceiling_tok_s, stock_tok_s, pipemax_tok_s, ratio, fraction_of_ceiling, outputs_identical,
@@ -143,9 +143,10 @@ def main() -> None:
     need = sum(p + o for p, o in lengths)
     base = {"model": model, "seed": args.seed, "vocab": TINY_MODEL_RECIPE["vocab_size"], "lengths": lengths}
     pp, depth = args.pp_size, args.depth
+    ample = int(need * 1.25) + 1024          # device KV of the ceiling runs
 
     def engine(cap_frac: float | None, pipemax: bool, d: int = depth) -> dict:
-        kw = {"pp_size": pp, "max_total_tokens": int(need * cap_frac) if cap_frac else int(need * 1.25) + 1024}
+        kw = {"pp_size": pp, "max_total_tokens": int(need * cap_frac) if cap_frac else ample}
         if pp > 1:
             kw["pp_async_batch_depth"] = d
         if pipemax:
@@ -205,7 +206,7 @@ def main() -> None:
                      "micro_batches": pp + depth if pp > 1 else 1, "device_kv_tokens": int(need * args.cap),
                      "requests": len(lengths), "prompt_len": [p for p, _ in lengths],
                      "output_len": [o for _, o in lengths], "host_kv_tokens": 2 * need + 4096,
-                     "ceiling_kv_tokens": int(need * 1.25) + 1024,
+                     "ceiling_kv_tokens": ample,
                      **({"link_gbps": args.emulate_link_gbps} if args.emulate_link_gbps else {})},
         "step_samples": [dict(x, stage=0) for x in pm["stages"][0]["pipemax"]["step_samples"]],
         "prefill_samples": [dict(x, stage=0) for x in pm["stages"][0]["pipemax"].get("prefill_samples", [])],

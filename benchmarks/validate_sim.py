@@ -125,7 +125,7 @@ def fitted_layouts(rec: dict) -> dict[str, tuple[Layout, Machine, dict]]:
     machine = Machine(prof, num_gpus=pp, host_mem_gb=1e6, reserve_gb=0.0, step_overhead_s=overhead)
     cap = int(s["device_kv_tokens"])
     roof = pp_layout(model, replace(machine, profile=replace(prof, hbm_gb=1e6)), pp)
-    roof = replace(roof, stages=tuple(replace(st, capacity_tokens=cap) for st in roof.stages))
+    roof = with_capacity(roof, cap)
     direct = fit_step_cost(tuple((r, c, st) for r, c, _, st in steps), StepCost(0.0, 0.0, 0.0))
     x = np.array([[1.0, r, c] for r, c, _, _ in steps])
     y = np.array([st for _, _, _, st in steps])

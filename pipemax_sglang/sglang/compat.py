@@ -205,8 +205,8 @@ def next_residents(plan, parked_rids) -> tuple[int, ...]:
 
 
 def step_shape(batch) -> tuple[str, int, int] | None:
-    """("decode", rows, context) or ("prefill", rows, new tokens) of a launched batch; None
-    for anything else (idle, a split prefill's later chunks count as prefill)."""
+    """("decode", rows, context) or ("prefill", rows, new tokens) of a launched batch (a
+    chunked prefill's every chunk counts as a prefill); None for anything else."""
     if batch is None:
         return None
     if batch.forward_mode.is_decode():
@@ -216,24 +216,15 @@ def step_shape(batch) -> tuple[str, int, int] | None:
     return None
 
 
-def _mb_batches(sched, m: int, mb: int | None, plan) -> list:
-    """The running batch of each of m micro-batches. Inside get_next_batch_to_run the
-    current one's is the plan's: SGLang stores it in running_mbs only after the call
-    returns (scheduler_pp_mixin.py:153), and after a rejoin into an empty micro-batch it is
-    a new object."""
+def mb_shapes(sched, m: int, mb: int, plan) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Rows and context tokens of each of m micro-batches' running batch. Inside
+    get_next_batch_to_run micro-batch mb's is the plan's: SGLang stores it in running_mbs
+    only after the call returns (scheduler_pp_mixin.py:153), and after a rejoin into an
+    empty micro-batch it is a new object."""
     batches = (list(running_batches(sched)) + [None] * m)[:m]
-    if mb is not None and plan is not None:
-        batches[mb] = plan.running_batch
-    return batches
-
-
-def mb_rows(sched, m: int, mb: int | None = None, plan=None) -> tuple[int, ...]:
-    return tuple(len(b.reqs) if b is not None else 0 for b in _mb_batches(sched, m, mb, plan))
-
-
-def mb_ctx(sched, m: int, mb: int | None = None, plan=None) -> tuple[int, ...]:
-    return tuple(sum(_context(r) for r in b.reqs) if b is not None else 0
-                 for b in _mb_batches(sched, m, mb, plan))
+    batches[mb] = plan.running_batch
+    reqs = [b.reqs if b is not None else [] for b in batches]
+    return tuple(len(r) for r in reqs), tuple(sum(_context(x) for x in r) for r in reqs)
 
 
 def prepare_tree_cache(tree_cache) -> None:

@@ -113,14 +113,15 @@ class Decider:
                    -(-self.live_rows(view, pool) // max(1, view.row_cap)))
         return max(self.num_stages, min(M, need))
 
-    def fair_rows(self, view: TurnView, pool: list[PoolEntry]) -> int:
+    def fair_rows(self, view: TurnView, pool: list[PoolEntry], busy: int | None = None) -> int:
         """Rows one micro-batch may hold: an even share of the live requests over the busy
         micro-batches. A step costs a + b*rows + ..., so with a fixed number of rows the
         pipeline's cycle, set by its slowest micro-batch, is shortest when they are even;
         when the pool is small next to the micro-batches' room (a short queue, the tail of
         a batch), taking every candidate for one micro-batch leaves the next ones empty.
-        The selector still decides whom, within this cap."""
-        return max(1, -(-self.live_rows(view, pool) // self.busy_mbs(view, pool)))
+        The selector still decides whom, within this cap. `busy`: busy_mbs, if known."""
+        busy = busy or self.busy_mbs(view, pool)
+        return max(1, -(-self.live_rows(view, pool) // busy))
 
     def pressure(self, view: TurnView) -> bool:
         return view.waiting > 0 or view.inflight_tokens + self.reserve(view) > view.device_tokens
@@ -129,8 +130,10 @@ class Decider:
         # A micro-batch past the busy ones is drained: its rows park and it takes none back.
         # While nothing presses their device copies survive, so a rejoin elsewhere moves no
         # bytes, though the budget still charges their whole context (conservative).
-        drain = view.mb >= self.busy_mbs(view, pool)
-        park = view.decode_rids if self.pressure(view) or drain else ()
+        busy = self.busy_mbs(view, pool)
+        drain = view.mb >= busy
+        pressed = self.pressure(view)
+        park = view.decode_rids if pressed or drain else ()
         M = view.num_mbs
         target, issue = view.turn + M, view.turn + max(M - 1, 1)
         share = self.turn_share(view)
@@ -141,7 +144,7 @@ class Decider:
         if not park and view.decode_rids:
             stay_rows = max(stay_rows, view.mb_rows[view.mb])
             stay_tokens = max(stay_tokens, view.mb_ctx[view.mb] + view.mb_rows[view.mb])
-        rows = 0 if drain else max(0, min(view.row_cap, self.fair_rows(view, pool)) - stay_rows)
+        rows = 0 if drain else max(0, min(view.row_cap, self.fair_rows(view, pool, busy)) - stay_rows)
         cost = self.cost_model.current()
         budget_bytes, now, timeline, window = self._budget(view, cost, pool, rows)
         free = share - stay_tokens
@@ -149,13 +152,14 @@ class Decider:
         # pipeline predicts empty slots, and a fast link would look slow)
         resident_room = self.resident_room(
             view, max(window, cost.predict(len(view.decode_rids), sum(view.decode_ctx))))
-        others = sum(c + r for m, (r, c) in enumerate(zip(view.mb_rows, view.mb_ctx))
-                     if m != view.mb)
-        unheld = view.device_tokens - self.reserve(view) - others      # no resident holds it
+        held = sum(c + r for m, (r, c) in enumerate(zip(view.mb_rows, view.mb_ctx))
+                   if m != view.mb)                         # other micro-batches' residents
+        avail = view.device_tokens - self.reserve(view)
+        unheld = avail - held                               # no resident holds it
         if resident_room > 0:
             # a slow link: residents of every micro-batch share the device with the streams
             if park and not drain and view.decode_ctx:
-                limit = min(resident_room - others, resident_room // M)
+                limit = min(resident_room - held, resident_room // M)
                 keep = self.keep_resident(view, limit - stay_tokens)
                 if keep:
                     park = tuple(r for r in park if r not in keep)
@@ -166,7 +170,7 @@ class Decider:
             # what no resident holds is shared by this turn's rejoins and the next
             # micro-batch's, which load while this one computes
             free = min(share - stay_tokens, (unheld - stay_tokens) // 2)
-        if not self.pressure(view):
+        if not pressed:
             # everything in flight fits: a drained request may come back whatever its length
             free = max(free, unheld - stay_tokens)
         free = max(0, free)
@@ -178,7 +182,7 @@ class Decider:
             # the oldest may have the device to itself (as stock SGLang would decode it alone).
             oldest = min(cands, key=lambda c: (-c.rounds_waited, c.arrival))
             if oldest.host_tokens + 1 > free:
-                room = view.device_tokens - self.reserve(view) if resident_room <= 0 else unheld
+                room = avail if resident_room <= 0 else unheld
                 free = max(free, min(room, oldest.host_tokens + 1))
         others = [(m, r, c) for m, (r, c) in enumerate(zip(view.mb_rows, view.mb_ctx)) if m != view.mb]
         inp = SelectorInput(

@@ -297,7 +297,7 @@ class PipeMaxStage:
         decode_reqs = list(decode_batch.reqs) if decode_batch is not None else []
         decode_rids = tuple(r.rid for r in decode_reqs)
         # this micro-batch's rows from the plan: SGLang has not stored them yet (compat)
-        rows, ctx = compat.mb_rows(sched, self.M, mb, plan), compat.mb_ctx(sched, self.M, mb, plan)
+        rows, ctx = compat.mb_shapes(sched, self.M, mb, plan)
         view = TurnView(
             turn=self.turn, mb=mb, num_mbs=self.M, decode_rids=decode_rids,
             next_residents=compat.next_residents(plan, decode_rids),
