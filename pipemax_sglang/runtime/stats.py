@@ -15,6 +15,7 @@ class PipeMaxStats:
     h2d_bytes: int = 0             # KV loaded back host -> device for rejoins
     d2h_bytes: int = 0             # KV newly written device -> host when parking
     prefetch_stall_s: float = 0.0  # time a turn waited for its prefetch to land
+    kv_move_s: float = 0.0         # scheduler time spent parking, issuing prefetches, rejoining
     prefetch_deferred: int = 0     # planned rejoins that could not be brought back in time
     recomputes: int = 0            # requests SGLang retracted (its recompute path)
     host_full_skips: int = 0       # parks skipped because host memory was full (fallback)
@@ -39,6 +40,13 @@ class PipeMaxStats:
         return self.effective_batch_sum / self.decode_turns if self.decode_turns else 0.0
 
     @property
+    def kv_move_ms(self) -> float:
+        """Scheduler milliseconds per park or rejoin: the CPU price of moving a request, which
+        the decode steps it enables must repay (copies on the copier thread not included)."""
+        moves = self.parks + self.rejoins
+        return 1e3 * self.kv_move_s / moves if moves else 0.0
+
+    @property
     def imbalance(self) -> float:
         """(max - min) / mean of the micro-batches' last decode sizes: 0 is balanced."""
         rows = [r for r in self.mb_rows_last if r > 0]
@@ -50,5 +58,6 @@ class PipeMaxStats:
     def to_dict(self) -> dict:
         out = asdict(self)
         out.update(budget_utilisation=self.budget_utilisation,
-                   effective_batch_mean=self.effective_batch_mean, imbalance=self.imbalance)
+                   effective_batch_mean=self.effective_batch_mean, imbalance=self.imbalance,
+                   kv_move_ms=self.kv_move_ms)
         return out

@@ -20,6 +20,7 @@ GAUGES = {
     "parks": "Requests parked",
     "rejoins": "Requests rejoined without recompute",
     "over_budget_plans": "Plans whose bytes exceeded their budget",
+    "kv_move_ms": "Scheduler milliseconds per park or rejoin",
 }
 
 

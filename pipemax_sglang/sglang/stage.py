@@ -17,6 +17,7 @@ loop visits mb 0..M-1 in order; M = 1 in the non-PP loop).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -72,12 +73,29 @@ class PipeMaxStage:
         link = gbps * 1e9 if gbps else compat.link_bytes_per_s()
         return Decider(self.config, k, self.ranks.pp_size, link)
 
+    @contextlib.contextmanager
+    def _moving(self):
+        """Time a KV move (park, prefetch issue, rejoin) into stats.kv_move_s."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stats.kv_move_s += time.perf_counter() - start
+
     # ---- queries -------------------------------------------------------------------------
     def busy(self) -> bool:
         return bool(self.pool or self.tasks or any(self.prefetched.values()) or self.outbox)
 
     def inflight_rows(self) -> int:
         return sum(len(b.reqs) for b in compat.running_batches(self.sched)) + len(self.pool)
+
+    def inflight_tokens(self, running: int) -> int:
+        """KV tokens of every live request: `running` (the micro-batches' rows), the parked,
+        and the prefetched (out of the pool, not yet rejoined). Leaving the prefetched out
+        once made a pipeline of 4 micro-batches look as if 3 held everything, and the 4th was
+        drained for the whole run."""
+        prefetched = (pf.parked.kv_len for pfs in self.prefetched.values() for pf in pfs)
+        return running + sum(p.kv_len for p in self.pool.values()) + sum(prefetched)
 
     def defer_admission(self) -> bool:
         """Admit no more while the pipeline is full: M micro-batches of row_cap rows each, or
@@ -97,7 +115,8 @@ class PipeMaxStage:
         if _DEBUG:
             logger.warning("pipemax pp%d turn %d plan %s pool=%d", self.ranks.pp_rank, self.turn, msg, len(self.pool))
         if msg.park:
-            self._park(msg)
+            with self._moving():
+                self._park(msg)
         if msg.rejoin:
             self.tasks.append(msg)
         self.stats.plans += 1
@@ -148,6 +167,10 @@ class PipeMaxStage:
         takes over."""
         if not batch.reqs or batch.check_decode_mem():
             return
+        with self._moving():
+            self._park_for_room(batch)
+
+    def _park_for_room(self, batch) -> None:
         tc = self.sched.tree_cache
         keep = compat.retraction_order(batch)
         parked = []
@@ -211,6 +234,10 @@ class PipeMaxStage:
         due = [t for t in self.tasks if t.issue_turn <= self.turn]
         if not due:
             return
+        with self._moving():
+            self._issue(due)
+
+    def _issue(self, due: list[PipeMaxPlan]) -> None:
         self.tasks = [t for t in self.tasks if t.issue_turn > self.turn]
         tc = self.sched.tree_cache
         # Parked nodes become evictable only when their write-through is acked; a load that
@@ -260,10 +287,11 @@ class PipeMaxStage:
         compat.wait_loads(self.sched)
         self.stats.prefetch_stall_s += time.perf_counter() - start
         tc = self.sched.tree_cache
-        for pf in ready:
-            kv_moves.release_host_lock(pf.parked, tc)
-            pf.parked.req.pipemax_parked = None
-        nb = kv_moves.rejoin(ready, self.sched)
+        with self._moving():
+            for pf in ready:
+                kv_moves.release_host_lock(pf.parked, tc)
+                pf.parked.req.pipemax_parked = None
+            nb = kv_moves.rejoin(ready, self.sched)
         self.stats.rejoins += len(ready)
         self.stats.rejoined_in_batch_sum += len(ready)
         if running_batch.is_empty():
@@ -281,7 +309,7 @@ class PipeMaxStage:
             self.stats.mb_rows_last[mb] = batch.batch_size()
         if self.record is not None:
             self.record.write(json.dumps({
-                "turn": self.turn, "mb": mb,
+                "turn": self.turn, "mb": mb, "t": round(time.monotonic(), 6),
                 "mode": None if batch is None else str(batch.forward_mode.name),
                 "rids": sorted(r.rid for r in batch.reqs) if batch is not None else [],
             }) + "\n")
@@ -302,7 +330,7 @@ class PipeMaxStage:
             turn=self.turn, mb=mb, num_mbs=self.M, decode_rids=decode_rids,
             next_residents=compat.next_residents(plan, decode_rids),
             mb_rows=rows, mb_ctx=ctx,
-            inflight_tokens=sum(ctx) + sum(p.kv_len for p in self.pool.values()),
+            inflight_tokens=self.inflight_tokens(sum(ctx)),
             device_tokens=compat.device_tokens(sched), waiting=len(sched.waiting_queue),
             row_cap=compat.row_cap(sched),
             prefetching=sum(len(v) for v in self.prefetched.values()),
@@ -335,7 +363,8 @@ class PipeMaxStage:
         for req in batch.reqs:
             p = getattr(req, "pipemax_parked", None)
             if p is not None and not p.ready and not req.finished():
-                self._finish_park(p)
+                with self._moving():
+                    self._finish_park(p)
 
     def on_release(self, req) -> None:
         """SGLang releases a parked request that finished (its in-flight step hit a stop)."""

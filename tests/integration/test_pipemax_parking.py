@@ -51,6 +51,7 @@ def _assert_parked_without_recompute(status, pp: int):
         assert st["recomputes"] == 0
         assert st["over_budget_plans"] == 0
         assert st["parked_now"] == 0 and st["prefetching"] == 0  # all finished: nothing left
+        assert st["kv_move_s"] > 0 and st["kv_move_ms"] > 0      # the scheduler's price of a move
         # decode turns are timed for the simulator's validation: forward, launch to next
         # launch (all but the last), and how many of the last M turns launched a batch
         steps = st["step_samples"]
@@ -75,7 +76,8 @@ def test_tokens_equal_stock_and_hf_while_parking(tiny_model, reference, tmp_path
     # identical batch composition on every stage at every turn, from the stages' own records
     records = [[json.loads(line) for line in open(f)] for f in sorted(glob.glob(os.path.join(tmp_path, "batches-pp*-tp0.jsonl")))]
     assert len(records) == pp
-    decode = [[r for r in rec if r["rids"]] for rec in records]
+    # every field but the stage's own clock ("t")
+    decode = [[(r["turn"], r["mb"], r["mode"], r["rids"]) for r in rec if r["rids"]] for rec in records]
     assert decode[0], "no batches recorded"
     for other in decode[1:]:
         assert other == decode[0]
