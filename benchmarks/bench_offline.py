@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=2, help="pp_async_batch_depth: M = pp + depth")
     ap.add_argument("--cap", type=float, default=0.5, help="device KV / KV in flight, capped runs")
     ap.add_argument("--extra-cap", type=float, default=None, help="also run PipeMax and stock at this cap")
-    ap.add_argument("--sweep-depth", default="", help="also run PipeMax at these depths, e.g. 0,1,3")
+    ap.add_argument("--sweep-depth", default="", help="also run stock (ample KV) and PipeMax at these depths, e.g. 0,1,3")
     ap.add_argument("--emulate-link-gbps", type=float, default=None)
     ap.add_argument("--selector", default="greedy")
     ap.add_argument("--stock-cache", choices=("hicache", "plain"), default="hicache",
@@ -190,8 +190,15 @@ def main() -> None:
     if args.extra_cap:
         go(f"stock (cap {args.extra_cap:g})", engine(args.extra_cap, False))
         go(f"pipemax (cap {args.extra_cap:g})", engine(args.extra_cap, True))
+    sweep = []
     for d in [int(x) for x in args.sweep_depth.split(",") if x.strip()]:
-        go(f"pipemax depth {d} (M={pp + d})", engine(args.cap, True, d))
+        # each depth against stock's own ceiling at that depth: on CPU stock's best depth
+        # is not always the main runs' one
+        c = go(f"ceiling depth {d} (M={pp + d})", engine(None, False, d))
+        p = go(f"pipemax depth {d} (M={pp + d})", engine(args.cap, True, d))
+        sweep.append({"micro_batches": pp + d, "ceiling_tok_s": c["tok_s"], "pipemax_tok_s": p["tok_s"]})
+        print(f"  M={pp + d}: pipemax / ceiling at M={pp + d} {p['tok_s'] / c['tok_s']:.2f}, "
+              f"/ main ceiling {p['tok_s'] / ceiling['tok_s']:.2f}", flush=True)
 
     identical = all(r["outputs"] == ceiling["outputs"] for runs in main_runs.values() for r in runs)
     st = stats_of(pm)
@@ -202,6 +209,7 @@ def main() -> None:
         "repeat": args.repeat,
         "rounds": [{k: main_runs[k][i]["tok_s"] for k in main_runs} for i in range(args.repeat)],
         "runs": {k: {"tok_s": v["tok_s"], "wall_s": v["wall_s"], **stats_of(v)} for k, v in rows.items()},
+        "depth_sweep": sweep,
         "settings": {"model_config": str(Path(model) / "config.json"), "pp_size": pp,
                      "stock_cache": args.stock_cache,
                      "micro_batches": pp + depth if pp > 1 else 1, "device_kv_tokens": int(need * args.cap),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 SELECTORS = ("greedy", "fcfs", "shortest", "oldest", "none")
+STREAM_MODES = ("auto", "always", "never")
 _KWARG_PREFIX = "pipemax_"
 _DISABLE = "disable_pipemax"
 
@@ -42,6 +43,9 @@ class PipeMaxConfig:
     # Throttle host<->device copies to this many GB/s per direction (CPU runs: makes the
     # budget bind as PCIe would). None: no throttle.
     emulate_link_gbps: float | None = None
+    # Whether a pressed micro-batch parks its rows after each turn so that others stream in
+    # (policy.py): auto decides from the measured price of a move, always / never force it.
+    stream: str = "auto"
     # Write each stage's batch composition per step to status_dir (tests check PP agreement).
     record_batches: bool = False
     # Where each scheduler process writes its status JSON; set by the entry points.
@@ -59,6 +63,8 @@ class PipeMaxConfig:
             raise bad("host-kv-tokens", f"must be a positive token count, got {self.host_kv_tokens}")
         if self.selector not in SELECTORS:
             raise bad("selector", f"must be one of {', '.join(SELECTORS)}, got {self.selector!r}")
+        if self.stream not in STREAM_MODES:
+            raise bad("stream", f"must be one of {', '.join(STREAM_MODES)}, got {self.stream!r}")
         if not (0.0 <= self.budget_margin < 1.0):
             raise bad("budget-margin", f"must be in [0, 1), got {self.budget_margin}")
         if self.emulate_link_gbps is not None and not (
@@ -200,6 +206,9 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
                    help="Fraction of each prefetch budget held back as safety margin, in [0, 1).")
     g.add_argument(_flag("emulate_link_gbps"), dest="emulate_link_gbps", type=float, default=None,
                    help="Throttle host<->device KV copies to this many GB/s per direction.")
+    g.add_argument(_flag("stream"), dest="stream", default="auto",
+                   help="Stream parked rows through the micro-batches: auto (default: when the measured "
+                        "price of a move pays for it), always, or never (park only when a step does not fit).")
     g.add_argument(_flag("record_batches"), dest="record_batches", action="store_true",
                    help="Record every stage's batch composition per step in the status directory.")
     g.add_argument(_flag("status_dir"), dest="status_dir", default=None,

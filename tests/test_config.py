@@ -47,6 +47,7 @@ def test_frozen():
 
 @pytest.mark.parametrize("argv, needle", [
     (["--pipemax-selector", "magic"], "--pipemax-selector must be one of"),
+    (["--pipemax-stream", "sometimes"], "--pipemax-stream must be one of auto, always, never"),
     (["--pipemax-budget-margin", "1.0"], "--pipemax-budget-margin must be in [0, 1)"),
     (["--pipemax-budget-margin", "-0.1"], "--pipemax-budget-margin must be in [0, 1)"),
     (["--pipemax-budget-margin", "lots"], "invalid float value"),
@@ -77,6 +78,13 @@ def test_combination_with_sglang_args():
     with pytest.raises(ConfigError, match="--disable-radix-cache"):
         PipeMaxConfig().check_server_args(Args())
     PipeMaxConfig(enabled=False).check_server_args(Args())  # stock SGLang may do as it likes
+
+
+def test_stream_modes_parse_from_cli_and_kwargs():
+    cli, _ = PipeMaxConfig.from_cli(["--pipemax-stream", "never"])
+    kw, _ = PipeMaxConfig.from_kwargs({"pipemax_stream": "never"})
+    assert cli == kw == PipeMaxConfig(stream="never")
+    assert PipeMaxConfig().stream == "auto"
 
 
 def test_every_selector_name_is_accepted():

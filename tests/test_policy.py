@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipemax_sglang.config import PipeMaxConfig
+from pipemax_sglang.core import StepCost
 from pipemax_sglang.sglang.policy import Decider, PoolEntry, TurnView
 
 
@@ -112,3 +113,45 @@ def test_a_slow_link_keeps_rows_resident_that_it_could_not_bring_back():
     fast = Decider(PipeMaxConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=None)
     assert fast.resident_room(view, 0.01) <= 0
     assert set(fast.decide(view, _pool(4), planned=set()).park) == set(decode)
+
+
+def _pressed_view(move_s, num_mbs=4):
+    decode = tuple(f"d{i}" for i in range(12))
+    rows = (12,) + (4,) * (num_mbs - 1)
+    return TurnView(turn=10, mb=0, num_mbs=num_mbs, decode_rids=decode, next_residents=(),
+                    mb_rows=rows, mb_ctx=tuple(200 * r for r in rows), inflight_tokens=9_000,
+                    device_tokens=8_000, waiting=0, row_cap=64, decode_ctx=(200,) * 12,
+                    move_s=move_s)
+
+
+def _cpu_decider(stream="auto"):
+    return Decider(PipeMaxConfig(stream=stream), kv_bytes_per_token=2048, num_stages=2,
+                   link_bytes_per_s=None, moves_serialize=True)
+
+
+def test_streaming_pays_only_when_a_move_costs_less_than_the_turns_it_saves():
+    d = _cpu_decider()
+    cost = StepCost(a=4e-3, b=2e-4, c=0.0)
+    # (M - 2) a = 8 ms against 2 p D': D' ~ 20 rows here, so the break-even p is ~0.2 ms
+    assert d.streams(_pressed_view(move_s=0.05e-3), cost, [])
+    assert not d.streams(_pressed_view(move_s=0.5e-3), cost, [])        # these CPUs: ~0.47 ms
+    assert d.streams(_pressed_view(move_s=None), cost, [])              # not measured yet
+    assert not d.streams(_pressed_view(move_s=1e-6, num_mbs=2), cost, [])   # M = P gains no rows
+    # where moves overlap the forward (GPU), and when forced, the price does not decide
+    gpu = Decider(PipeMaxConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=None)
+    assert gpu.streams(_pressed_view(move_s=0.5e-3), cost, [])
+    assert _cpu_decider("always").streams(_pressed_view(move_s=0.5e-3), cost, [])
+    assert not _cpu_decider("never").streams(_pressed_view(move_s=1e-6), cost, [])
+
+
+def test_without_streaming_rows_stay_and_rejoins_take_only_unheld_room():
+    d = _cpu_decider("never")
+    view = _pressed_view(move_s=0.5e-3)
+    assert d.pressure(view)
+    plan = d.decide(view, _pool(20), planned=set())
+    assert plan.park == ()                                # nobody parks at the end of a turn
+    # room nobody holds: D - reserve - every micro-batch's rows (this one's with its growth)
+    unheld = 8_000 - d.reserve(view) - sum(c + r for r, c in zip(view.mb_rows, view.mb_ctx))
+    assert len(plan.rejoin) * 101 <= max(0, unheld)
+    streaming = _cpu_decider("always").decide(view, _pool(20), planned=set())
+    assert set(streaming.park) == set(view.decode_rids)

@@ -21,7 +21,10 @@ parked and SGLang runs as stock. Two refinements:
     stay while all residents fit D - reserve - 2C and this micro-batch's fit 1/M of it
     (a fast link makes that room negative: every pressed row parks, as above);
   - draining: once the live requests fit fewer micro-batches than M, only the fewest that
-    keep every stage busy are filled; the others park their rows and take none back.
+    keep every stage busy are filled; the others park their rows and take none back;
+  - streaming pays: where a move's scheduler time adds to the turn (CPU), a pressed
+    micro-batch parks its rows only if (M - 2) a > 2 p D' (streams()); else its rows stay,
+    rejoins take only what no resident holds, and a step that does not fit parks (stage.py).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class TurnView:
     row_cap: int
     prefetching: int = 0                  # rows prefetched for a later turn, not yet rejoined
     decode_ctx: tuple[int, ...] = ()      # context lengths of decode_rids, same order
+    move_s: float | None = None           # measured scheduler seconds per park or rejoin
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,11 @@ class PoolEntry:
 
 class Decider:
     def __init__(self, config: PipeMaxConfig, kv_bytes_per_token: int, num_stages: int,
-                 link_bytes_per_s: float | None) -> None:
+                 link_bytes_per_s: float | None, moves_serialize: bool = False) -> None:
         self.config = config
+        # a move's scheduler time adds to the turn (CPU: moves and forward share the cores);
+        # on a GPU it overlaps the launched forward and the rule in streams() does not apply
+        self.moves_serialize = moves_serialize
         self.k = kv_bytes_per_token          # binding stage's bytes per token
         self.num_stages = num_stages
         bw = link_bytes_per_s or CPU_COPY_BYTES_PER_S
@@ -123,6 +130,23 @@ class Decider:
         busy = busy or self.busy_mbs(view, pool)
         return max(1, -(-self.live_rows(view, pool) // busy))
 
+    def streams(self, view: TurnView, cost: StepCost, pool: list[PoolEntry]) -> bool:
+        """Whether a pressed micro-batch parks its rows after its turn so that parked ones
+        stream in (else its rows stay, and only a step that does not fit parks: SGLang's
+        retraction point). With residents R and S tokens streamed a turn (R + 2S <= D', two
+        turns loading at once), a cycle of M turns makes D' + (M - 2) S rows of work in
+        M a + b (rows) + 2 p M S seconds (a: a turn's fixed cost, p: the scheduler's time
+        per move, a park and a rejoin a streamed row): streaming pays only if
+        (M - 2) a > 2 p D', D' the device in rows. Applies where moves serialize with the
+        forward (CPU); until moves are measured, and on a GPU, it streams."""
+        if self.config.stream != "auto":
+            return self.config.stream == "always"
+        if not self.moves_serialize or view.move_s is None:
+            return True
+        live = max(1, self.live_rows(view, pool))
+        device_rows = (view.device_tokens - self.reserve(view)) * live / max(1, view.inflight_tokens)
+        return (view.num_mbs - 2) * cost.a > 2 * view.move_s * device_rows
+
     def pressure(self, view: TurnView) -> bool:
         return view.waiting > 0 or view.inflight_tokens + self.reserve(view) > view.device_tokens
 
@@ -133,7 +157,9 @@ class Decider:
         busy = self.busy_mbs(view, pool)
         drain = view.mb >= busy
         pressed = self.pressure(view)
-        park = view.decode_rids if pressed or drain else ()
+        cost = self.cost_model.current()
+        stream = pressed and self.streams(view, cost, pool)
+        park = view.decode_rids if stream or drain else ()
         M = view.num_mbs
         target, issue = view.turn + M, view.turn + max(M - 1, 1)
         share = self.turn_share(view)
@@ -145,7 +171,6 @@ class Decider:
             stay_rows = max(stay_rows, view.mb_rows[view.mb])
             stay_tokens = max(stay_tokens, view.mb_ctx[view.mb] + view.mb_rows[view.mb])
         rows = 0 if drain else max(0, min(view.row_cap, self.fair_rows(view, pool, busy)) - stay_rows)
-        cost = self.cost_model.current()
         budget_bytes, now, timeline, window = self._budget(view, cost, pool, rows)
         free = share - stay_tokens
         # the window is one slot: at least the step this micro-batch just ran (an empty
@@ -173,6 +198,9 @@ class Decider:
         if not pressed:
             # everything in flight fits: a drained request may come back whatever its length
             free = max(free, unheld - stay_tokens)
+        elif not stream and not drain:
+            # rows stay where they are: a rejoin takes only what no resident holds
+            free = unheld - stay_tokens
         free = max(0, free)
 
         cands = [Candidate(p.rid, p.kv_len, p.kv_len, (), p.rounds_waited, p.arrival)

@@ -35,6 +35,7 @@ from pipemax_sglang.sglang.policy import Decider, PoolEntry, TurnView
 
 logger = logging.getLogger(__name__)
 _DEBUG = env.debug()
+MOVES_TO_PRICE = 32      # parks and rejoins timed before their price steers the decider
 
 
 class PipeMaxStage:
@@ -71,7 +72,7 @@ class PipeMaxStage:
         k = compat.binding_kv_bytes_per_token(self.sched)
         gbps = self.config.emulate_link_gbps
         link = gbps * 1e9 if gbps else compat.link_bytes_per_s()
-        return Decider(self.config, k, self.ranks.pp_size, link)
+        return Decider(self.config, k, self.ranks.pp_size, link, moves_serialize=not compat.has_cuda())
 
     @contextlib.contextmanager
     def _moving(self):
@@ -96,6 +97,11 @@ class PipeMaxStage:
         drained for the whole run."""
         prefetched = (pf.parked.kv_len for pfs in self.prefetched.values() for pf in pfs)
         return running + sum(p.kv_len for p in self.pool.values()) + sum(prefetched)
+
+    def move_s(self) -> float | None:
+        """Scheduler seconds per park or rejoin, once enough moves were timed to say."""
+        moves = self.stats.parks + self.stats.rejoins
+        return self.stats.kv_move_s / moves if moves >= MOVES_TO_PRICE else None
 
     def defer_admission(self) -> bool:
         """Admit no more while the pipeline is full: M micro-batches of row_cap rows each, or
@@ -335,6 +341,7 @@ class PipeMaxStage:
             row_cap=compat.row_cap(sched),
             prefetching=sum(len(v) for v in self.prefetched.values()),
             decode_ctx=compat.contexts(decode_reqs),
+            move_s=self.move_s(),
         )
         planned = {rid for t in self.tasks for rid in t.rejoin}
         pool = [PoolEntry(p.rid, p.kv_len, p.rounds_waited, p.arrival) for p in self.pool.values()
