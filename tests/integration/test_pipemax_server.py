@@ -64,8 +64,10 @@ def _pools(stages) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def server(tiny_model):
+    # streaming forced: these cases abort requests while they are parked or prefetching, and
+    # on CPU `auto` stops streaming once it has priced a move (the pp 1 cases run `auto`)
     srv = _server(tiny_model, "--pp-size", "2", "--pp-async-batch-depth", "2", "--enable-metrics",
-                  "--pipemax-host-kv-tokens", "16384")
+                  "--pipemax-host-kv-tokens", "16384", "--pipemax-stream", "always")
     srv.idle_pools = _pools(_idle_pools(srv))   # what every case must give back
     yield srv
     assert not srv.stop(), "children alive after SIGTERM"
