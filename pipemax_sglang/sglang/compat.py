@@ -159,12 +159,6 @@ def is_aborting(req) -> bool:
     return req.to_finish is not None
 
 
-def has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def wait_loads(sched) -> None:
     """The prefetch fence (runtime/fences.py): the forward comes after every load-back issued
     so far (HiCache's load acks, cache_controller.ack_load_queue). All of them, not only those

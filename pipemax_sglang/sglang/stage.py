@@ -28,7 +28,7 @@ from typing import Any
 from pipemax_sglang import env
 from pipemax_sglang.config import PipeMaxConfig
 from pipemax_sglang.runtime.stats import PipeMaxStats
-from pipemax_sglang.sglang import compat, kv_moves
+from pipemax_sglang.sglang import compat, kv_moves, platform
 from pipemax_sglang.sglang.kv_moves import ParkedReq, Prefetch
 from pipemax_sglang.sglang.messages import PipeMaxPlan
 from pipemax_sglang.sglang.policy import Decider, PoolEntry, TurnView
@@ -72,7 +72,7 @@ class PipeMaxStage:
         k = compat.binding_kv_bytes_per_token(self.sched)
         gbps = self.config.emulate_link_gbps
         link = gbps * 1e9 if gbps else compat.link_bytes_per_s()
-        return Decider(self.config, k, self.ranks.pp_size, link, moves_serialize=not compat.has_cuda())
+        return Decider(self.config, k, self.ranks.pp_size, link, moves_serialize=not platform.has_cuda())
 
     @contextlib.contextmanager
     def _moving(self):
