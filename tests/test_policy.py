@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pipemax_sglang.config import PipeMaxConfig
 from pipemax_sglang.core import StepCost
 from pipemax_sglang.sglang.policy import Decider, PoolEntry, TurnView
@@ -135,7 +137,7 @@ def test_streaming_pays_only_when_a_move_costs_less_than_the_turns_it_saves():
     # (M - 2) a = 8 ms against 2 p D': D' ~ 20 rows here, so the break-even p is ~0.2 ms
     assert d.streams(_pressed_view(move_s=0.05e-3), cost, [])
     assert not d.streams(_pressed_view(move_s=0.5e-3), cost, [])        # these CPUs: ~0.47 ms
-    assert d.streams(_pressed_view(move_s=None), cost, [])              # not measured yet
+    assert not d.streams(_pressed_view(move_s=None), cost, [])          # not priced yet
     assert not d.streams(_pressed_view(move_s=1e-6, num_mbs=2), cost, [])   # M = P gains no rows
     # where moves overlap the forward (GPU), and when forced, the price does not decide
     gpu = Decider(PipeMaxConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=None)
@@ -155,3 +157,26 @@ def test_without_streaming_rows_stay_and_rejoins_take_only_unheld_room():
     assert len(plan.rejoin) * 101 <= max(0, unheld)
     streaming = _cpu_decider("always").decide(view, _pool(20), planned=set())
     assert set(streaming.park) == set(view.decode_rids)
+
+
+def test_without_streaming_a_cpu_pipeline_admits_into_as_few_micro_batches_as_stages():
+    cost = StepCost(a=4e-3, b=2e-4, c=0.0)
+    d = _cpu_decider()
+    d.cost_model = type(d.cost_model)(cost)
+    # moves priced dear: no streaming, so rows go to P = 2 of the M = 4 micro-batches
+    view = _pressed_view(move_s=0.5e-3)
+    assert not d.streams(view, cost, [])
+    assert d.decide(view, _pool(3), planned=set()).admit_mbs == 2
+    # a micro-batch past them is drained: its rows park, none rejoin it
+    last = replace(view, mb=3)
+    plan = d.decide(last, _pool(3), planned=set())
+    assert set(plan.park) == set(view.decode_rids) and plan.rejoin == ()
+    # the row cap can need more of them: 24 rows at 8 a micro-batch take 3
+    assert d.admit_mbs(replace(view, row_cap=8), True, False) == 3
+    # streaming, unpressed, or where moves overlap the forward (GPU): all M admit
+    assert d.admit_mbs(view, True, True) == 4
+    assert d.admit_mbs(view, False, False) == 4
+    gpu = Decider(PipeMaxConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=None)
+    assert gpu.decide(view, _pool(3), planned=set()).admit_mbs == 4
+    # as many micro-batches as stages: nothing to concentrate
+    assert d.admit_mbs(_pressed_view(move_s=0.5e-3, num_mbs=2), True, False) == 2

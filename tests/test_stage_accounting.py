@@ -7,6 +7,7 @@ from collections import defaultdict
 from types import SimpleNamespace
 
 from pipemax_sglang.runtime.stats import PipeMaxStats
+from pipemax_sglang.sglang.messages import PipeMaxPlan
 from pipemax_sglang.sglang.stage import PipeMaxStage
 
 
@@ -38,3 +39,56 @@ def test_moves_are_timed_into_the_stats():
 
 def test_no_moves_report_no_price():
     assert PipeMaxStats().to_dict()["kv_move_ms"] == 0.0
+
+
+def _req(rid: str, max_new: int | None, generated: int):
+    return SimpleNamespace(rid=rid, sampling_params=SimpleNamespace(max_new_tokens=max_new),
+                           output_ids=[0] * generated)
+
+
+class _Batch:
+    """The two things keep_order reads of a ScheduleBatch: its requests and SGLang's
+    retraction order (most preferred to keep first)."""
+
+    def __init__(self, reqs, sglang_order):
+        self.reqs = reqs
+        self._order = sglang_order
+
+    def _get_decode_retraction_order(self, reqs):
+        assert reqs is self.reqs
+        return list(self._order)
+
+
+def test_a_step_that_does_not_fit_parks_the_least_left_to_generate_first():
+    reqs = [_req("long", 175, 10), _req("short", 40, 30), _req("mid", 90, 5), _req("done-soon", 20, 19)]
+    # SGLang would keep the most advanced ("short") and retract the newest first
+    keep = PipeMaxStage.keep_order(_Batch(reqs, [1, 3, 0, 2]))
+    # parks pop from the end: 1 token left goes first, the 165 left stays longest
+    assert [reqs[i].rid for i in keep] == ["long", "mid", "short", "done-soon"]
+
+
+def test_equal_bounds_keep_sglangs_retraction_order():
+    reqs = [_req("a", None, 3), _req("b", None, 3), _req("c", 50, 0), _req("d", 50, 0)]
+    keep = PipeMaxStage.keep_order(_Batch(reqs, [3, 1, 0, 2]))
+    # no max_new_tokens: unbounded, kept before any bounded; ties in SGLang's order
+    assert keep == [1, 0, 3, 2]
+
+
+def test_micro_batches_past_the_admitting_ones_take_no_new_requests():
+    stage = PipeMaxStage.__new__(PipeMaxStage)
+    stage.M, stage.admit_mbs, stage.pool = 4, 2, {}
+    stage.sched = SimpleNamespace(chunked_req=None)
+    deferred = []
+    for turn in range(8):
+        stage.turn = turn
+        deferred.append(stage.defer_admission())
+    assert deferred == [False, False, True, True] * 2
+    # a chunked prefill part-way goes on at whichever turn comes
+    stage.sched.chunked_req, stage.turn = object(), 3
+    assert not stage.defer_admission()
+    # stage 0's plan changes it; it reaches every stage at the same ingest
+    stage.stats, stage.tasks, stage.sched.chunked_req = PipeMaxStats(), [], None
+    stage.on_plan(PipeMaxPlan(turn=3, mb=3, park=(), rejoin=(), target_turn=7, issue_turn=6, admit_mbs=4))
+    assert stage.admit_mbs == 4 and not stage.defer_admission()
+    stage.on_plan(PipeMaxPlan(turn=4, mb=0, park=(), rejoin=(), target_turn=8, issue_turn=7))
+    assert stage.admit_mbs == 4                      # a plan without it changes nothing

@@ -100,6 +100,12 @@ def row_cap(sched) -> int:
     return int(cap or sched.max_running_requests)
 
 
+def prefill_in_progress(sched) -> bool:
+    """A chunked prefill is part-way: its next chunk is admitted at the next turn that
+    admits (scheduler.py get_new_batch_prefill)."""
+    return getattr(sched, "chunked_req", None) is not None
+
+
 def device_tokens(sched) -> int:
     return int(sched.max_total_num_tokens)
 
@@ -278,6 +284,13 @@ def retraction_order(batch) -> list[int]:
     """Indices in SGLang's decode retraction order, the last retracted first
     (schedule_batch.py:3453 retract_decode pops from the end)."""
     return list(batch._get_decode_retraction_order(batch.reqs))
+
+
+def remaining_bound(req) -> int:
+    """Tokens a request may still generate: max_new_tokens less what it has (an upper
+    bound: a stop token may end it sooner)."""
+    limit = req.sampling_params.max_new_tokens
+    return (limit if limit is not None else 1 << 30) - len(req.output_ids)
 
 
 def requeue_for_recompute(sched, req) -> None:

@@ -138,11 +138,16 @@ class Decider:
         M a + b (rows) + 2 p M S seconds (a: a turn's fixed cost, p: the scheduler's time
         per move, a park and a rejoin a streamed row): streaming pays only if
         (M - 2) a > 2 p D', D' the device in rows. Applies where moves serialize with the
-        forward (CPU); until moves are measured, and on a GPU, it streams."""
+        forward (CPU), and there only once moves are priced (the parks of steps that do not
+        fit price them): streaming first and pricing after parked a whole micro-batch at the
+        first pressed turn, whose rows then waited for room for ~30 cycles, the batch's
+        longest request among them. On a GPU it streams."""
         if self.config.stream != "auto":
             return self.config.stream == "always"
-        if not self.moves_serialize or view.move_s is None:
+        if not self.moves_serialize:
             return True
+        if view.move_s is None:
+            return False
         live = max(1, self.live_rows(view, pool))
         device_rows = (view.device_tokens - self.reserve(view)) * live / max(1, view.inflight_tokens)
         return (view.num_mbs - 2) * cost.a > 2 * view.move_s * device_rows
@@ -150,15 +155,29 @@ class Decider:
     def pressure(self, view: TurnView) -> bool:
         return view.waiting > 0 or view.inflight_tokens + self.reserve(view) > view.device_tokens
 
+    def admit_mbs(self, view: TurnView, pressed: bool, stream: bool) -> int:
+        """Micro-batches that take new requests (and keep rows): all M, except where a turn's
+        fixed cost is paid in full by every non-empty turn (moves serialize: a CPU) and a
+        pressed pipeline does not stream. There more micro-batches than stages hold no more
+        rows (the device bounds them, and nothing streams into the extra turns), they only
+        split them into more turns, each paying a: the rows go to the fewest micro-batches
+        that keep every stage busy and respect the row cap."""
+        M = view.num_mbs
+        if not (self.moves_serialize and pressed and not stream) or M <= self.num_stages:
+            return M
+        rows = sum(view.mb_rows)
+        return min(M, max(self.num_stages, -(-rows // max(1, view.row_cap))))
+
     def decide(self, view: TurnView, pool: list[PoolEntry], planned: set[str]) -> PipeMaxPlan:
         # A micro-batch past the busy ones is drained: its rows park and it takes none back.
         # While nothing presses their device copies survive, so a rejoin elsewhere moves no
         # bytes, though the budget still charges their whole context (conservative).
-        busy = self.busy_mbs(view, pool)
-        drain = view.mb >= busy
         pressed = self.pressure(view)
         cost = self.cost_model.current()
         stream = pressed and self.streams(view, cost, pool)
+        admit = self.admit_mbs(view, pressed, stream)
+        busy = min(admit, self.busy_mbs(view, pool))
+        drain = view.mb >= busy
         park = view.decode_rids if stream or drain else ()
         M = view.num_mbs
         target, issue = view.turn + M, view.turn + max(M - 1, 1)
@@ -225,7 +244,7 @@ class Decider:
         if plan_bytes:
             self.link_free_at = timeline.commit(0, plan_bytes, now).link_free_at
         return PipeMaxPlan(view.turn, view.mb, tuple(park), tuple(rejoin), target, issue,
-                           budget_bytes, plan_bytes)
+                           budget_bytes, plan_bytes, admit_mbs=admit)
 
     def resident_room(self, view: TurnView, window_s: float) -> int:
         """Device tokens residents may hold across turns, for M >= 2: what the link brings

@@ -51,6 +51,7 @@ class PipeMaxStage:
         self.outbox: list[PipeMaxPlan] = []
         self.stats = PipeMaxStats(mb_rows_last=[0] * self.M)
         self.arrivals = 0
+        self.admit_mbs = self.M          # micro-batches taking new requests (stage 0's plans)
         self.warned_host_full = False
         # [rows, sum_context, forward s, turn s, active] per decode launch, and [rows, new
         # tokens, ...] per prefill: the turn is launch to next launch on this stage, so it
@@ -63,6 +64,7 @@ class PipeMaxStage:
         self._last_launch: tuple[float, list | None] | None = None
         self._launched: deque[int] = deque(maxlen=self.M)
         self.decider = self._make_decider() if compat.is_decider_rank() else None
+        self._admit_sent = self.M
         self.record = None
         if config.record_batches and config.status_dir:
             path = os.path.join(config.status_dir, f"batches-pp{ranks.pp_rank}-tp{ranks.tp_rank}.jsonl")
@@ -104,8 +106,12 @@ class PipeMaxStage:
         return self.stats.kv_move_s / moves if moves >= MOVES_TO_PRICE else None
 
     def defer_admission(self) -> bool:
-        """Admit no more while the pipeline is full: M micro-batches of row_cap rows each, or
-        the host tier cannot take the KV of what is already in flight."""
+        """Admit no more into a micro-batch past the admitting ones (Decider.admit_mbs: the
+        same on every stage, as it arrives with stage 0's plans; a chunked prefill goes on
+        wherever its turn comes), nor while the pipeline is full: M micro-batches of row_cap
+        rows each, or the host tier cannot take the KV of what is already in flight."""
+        if self.turn % self.M >= self.admit_mbs and not compat.prefill_in_progress(self.sched):
+            return True
         if not self.pool:
             return False
         if self.inflight_rows() >= self.M * compat.row_cap(self.sched):
@@ -125,6 +131,8 @@ class PipeMaxStage:
                 self._park(msg)
         if msg.rejoin:
             self.tasks.append(msg)
+        if msg.admit_mbs:
+            self.admit_mbs = msg.admit_mbs
         self.stats.plans += 1
         self.stats.budget_bytes_total += msg.budget_bytes
         self.stats.plan_bytes_total += msg.plan_bytes
@@ -176,9 +184,19 @@ class PipeMaxStage:
         with self._moving():
             self._park_for_room(batch)
 
+    @staticmethod
+    def keep_order(batch) -> list[int]:
+        """Indices of batch.reqs, the last parked first: the most left to generate kept
+        longest, SGLang's retraction order among equals. An offline batch ends with its
+        longest request, and every turn that one spends parked adds a pipeline cycle to the
+        batch, while a short one rejoins within its slack. SGLang keeps the most advanced
+        requests because a retraction throws their work away; a park throws nothing away."""
+        order = compat.retraction_order(batch)
+        return sorted(order, key=lambda i: -compat.remaining_bound(batch.reqs[i]))
+
     def _park_for_room(self, batch) -> None:
         tc = self.sched.tree_cache
-        keep = compat.retraction_order(batch)
+        keep = self.keep_order(batch)
         parked = []
         while keep and not batch.check_decode_mem(selected_indices=keep):
             req = batch.reqs[keep[-1]]
@@ -347,7 +365,8 @@ class PipeMaxStage:
         pool = [PoolEntry(p.rid, p.kv_len, p.rounds_waited, p.arrival) for p in self.pool.values()
                 if p.rid not in decode_rids]
         msg = self.decider.decide(view, pool, planned)
-        if msg.park or msg.rejoin:
+        if msg.park or msg.rejoin or msg.admit_mbs != self._admit_sent:
+            self._admit_sent = msg.admit_mbs
             self.outbox.append(msg)
 
     def observe_step(self, batch, start: float, seconds: float) -> None:
@@ -408,6 +427,7 @@ class PipeMaxStage:
 
     def status(self) -> dict[str, Any]:
         return {"micro_batches": self.M, "turn": self.turn, "parked": len(self.pool),
+                "admitting_micro_batches": self.admit_mbs,
                 "prefetching": sum(len(v) for v in self.prefetched.values()),
                 "parked_rids": sorted(self.pool)[:64],
                 "decider": self.decider is not None, **self.stats.to_dict(),

@@ -32,6 +32,11 @@ def test_the_workload_oversubscribes_the_device_four_times():
 def _run(tiny_model, pp: int, status_dir=None, **kw):
     if pp > 1:
         kw["pp_async_batch_depth"] = 2  # 4 micro-batches in flight on 2 stages
+    elif not kw.get("disable_pipemax"):
+        # one micro-batch: on a CPU `auto` never streams it (nothing computes while a move
+        # runs, (M - 2) a < 0), so a request would park only where SGLang retracts; these
+        # cases check the park/prefetch/rejoin mechanism, so they ask for it. pp 2 runs auto.
+        kw.setdefault("pipemax_stream", "always")
     if status_dir is not None:
         kw["pipemax_status_dir"] = str(status_dir)
     with EngineProcess(model_path=tiny_model, pp_size=pp, max_total_tokens=CAP, log_level="error", **kw) as eng:

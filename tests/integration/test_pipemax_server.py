@@ -65,7 +65,7 @@ def _pools(stages) -> list[dict]:
 @pytest.fixture(scope="module")
 def server(tiny_model):
     # streaming forced: these cases abort requests while they are parked or prefetching, and
-    # on CPU `auto` stops streaming once it has priced a move (the pp 1 cases run `auto`)
+    # on CPU `auto` streams only where a priced move pays (here it does not)
     srv = _server(tiny_model, "--pp-size", "2", "--pp-async-batch-depth", "2", "--enable-metrics",
                   "--pipemax-host-kv-tokens", "16384", "--pipemax-stream", "always")
     srv.idle_pools = _pools(_idle_pools(srv))   # what every case must give back
@@ -167,8 +167,9 @@ def test_streaming_client_disconnects_while_parked(server, tiny_model):
 
 
 def test_pp1_server_tokens_equal_hf_while_parking(tiny_model):
-    # pp_size 1: one micro-batch; a request is parked while the others run
-    with _server(tiny_model, "--pipemax-host-kv-tokens", "16384") as srv:
+    # pp_size 1: one micro-batch; a request is parked while the others run (forced: on a CPU
+    # `auto` never streams one micro-batch, nothing computes while a move runs)
+    with _server(tiny_model, "--pipemax-host-kv-tokens", "16384", "--pipemax-stream", "always") as srv:
         idle = _pools(_idle_pools(srv))
         out = _generate(srv, PROMPTS, NEW)
         assert [o["output_ids"] for o in out] == hf_greedy(tiny_model, PROMPTS, NEW)
@@ -181,7 +182,7 @@ def test_pp1_server_tokens_equal_hf_while_parking(tiny_model):
 
 def test_host_memory_too_small_falls_back_with_one_warning(tiny_model):
     # host tier barely above the device pool: parking runs out of host memory
-    with _server(tiny_model, "--pipemax-host-kv-tokens", "1100") as srv:
+    with _server(tiny_model, "--pipemax-host-kv-tokens", "1100", "--pipemax-stream", "always") as srv:
         idle = _pools(_idle_pools(srv))
         out = _generate(srv, PROMPTS, NEW)
         assert [o["output_ids"] for o in out] == hf_greedy(tiny_model, PROMPTS, NEW)
