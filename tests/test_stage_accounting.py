@@ -74,21 +74,40 @@ def test_equal_bounds_keep_sglangs_retraction_order():
     assert keep == [1, 0, 3, 2]
 
 
-def test_micro_batches_past_the_admitting_ones_take_no_new_requests():
+def test_new_requests_prefill_in_the_idle_micro_batches_not_the_busy_ones(monkeypatch):
+    from pipemax_sglang.sglang import compat
+    monkeypatch.setattr(compat, "row_cap", lambda sched: 64)
+    monkeypatch.setattr(compat, "host_free_tokens", lambda sched: 10_000)
+    monkeypatch.setattr(compat, "device_tokens", lambda sched: 1_000)
     stage = PipeMaxStage.__new__(PipeMaxStage)
     stage.M, stage.admit_mbs, stage.pool = 4, 2, {}
+    stage.inflight_rows = lambda: 20
     stage.sched = SimpleNamespace(chunked_req=None)
-    deferred = []
-    for turn in range(8):
-        stage.turn = turn
-        deferred.append(stage.defer_admission())
-    assert deferred == [False, False, True, True] * 2
+    rows, empty = SimpleNamespace(is_empty=lambda: False), SimpleNamespace(is_empty=lambda: True)
+
+    def deferred(batch):
+        out = []
+        for turn in range(4):
+            stage.turn = turn
+            out.append(stage.defer_admission(batch))
+        return out
+
+    # rows concentrated in micro-batches 0 and 1: a prefill there would cost their rows a
+    # turn, so new requests prefill in 2 and 3 (their turns are empty) ...
+    assert deferred(rows) == [True, True, False, False]
+    # ... a busy one with no rows takes them itself (the first fill) ...
+    assert deferred(empty) == [False, False, False, False]
+    # ... and parked requests waiting for room go first
+    stage.pool = {"p": _parked("p", 50)}
+    assert deferred(rows) == [True, True, True, True]
     # a chunked prefill part-way goes on at whichever turn comes
     stage.sched.chunked_req, stage.turn = object(), 3
-    assert not stage.defer_admission()
+    assert not stage.defer_admission(rows)
     # stage 0's plan changes it; it reaches every stage at the same ingest
     stage.stats, stage.tasks, stage.sched.chunked_req = PipeMaxStats(), [], None
     stage.on_plan(PipeMaxPlan(turn=3, mb=3, park=(), rejoin=(), target_turn=7, issue_turn=6, admit_mbs=4))
-    assert stage.admit_mbs == 4 and not stage.defer_admission()
+    assert stage.admit_mbs == 4
+    stage.pool = {}
+    assert deferred(rows) == [False] * 4                 # all M admit: SGLang decides
     stage.on_plan(PipeMaxPlan(turn=4, mb=0, park=(), rejoin=(), target_turn=8, issue_turn=7))
     assert stage.admit_mbs == 4                      # a plan without it changes nothing

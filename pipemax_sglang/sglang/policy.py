@@ -16,7 +16,7 @@ parked pool within
 Each rejoin is charged its whole context against budget and device: by its next turn a
 parked request's device copy has usually been evicted; a surviving copy costs less than
 predicted, never more. With no pressure (everything in flight fits the device) nothing is
-parked and SGLang runs as stock. Two refinements:
+parked and SGLang runs as stock. Refinements:
   - residents: what the link cannot bring back in a slot (C tokens) is not parked; rows
     stay while all residents fit D - reserve - 2C and this micro-batch's fit 1/M of it
     (a fast link makes that room negative: every pressed row parks, as above);
@@ -24,7 +24,11 @@ parked and SGLang runs as stock. Two refinements:
     keep every stage busy are filled; the others park their rows and take none back;
   - streaming pays: where a move's scheduler time adds to the turn (CPU), a pressed
     micro-batch parks its rows only if (M - 2) a > 2 p D' (streams()); else its rows stay,
-    rejoins take only what no resident holds, and a step that does not fit parks (stage.py).
+    rejoins take only what no resident holds, and a step that does not fit parks (stage.py);
+  - concentrating: a pressed pipeline there that does not stream keeps rows only in the
+    first P micro-batches (admit_mbs(), carried to every stage by the plan) and drains the
+    others: without streaming, extra micro-batches add turns, not rows. New requests are
+    prefilled in the drained ones (stage.defer_admission) and reach the busy ones as rejoins.
 """
 
 from __future__ import annotations
@@ -156,12 +160,12 @@ class Decider:
         return view.waiting > 0 or view.inflight_tokens + self.reserve(view) > view.device_tokens
 
     def admit_mbs(self, view: TurnView, pressed: bool, stream: bool) -> int:
-        """Micro-batches that take new requests (and keep rows): all M, except where a turn's
-        fixed cost is paid in full by every non-empty turn (moves serialize: a CPU) and a
-        pressed pipeline does not stream. There more micro-batches than stages hold no more
-        rows (the device bounds them, and nothing streams into the extra turns), they only
-        split them into more turns, each paying a: the rows go to the fewest micro-batches
-        that keep every stage busy and respect the row cap."""
+        """Micro-batches that keep rows: all M, except where a turn's fixed cost is paid in
+        full by every non-empty turn (moves serialize: a CPU) and a pressed pipeline does
+        not stream. There more micro-batches than stages hold no more rows (the device
+        bounds them, and nothing streams into the extra turns), they only split them into
+        more turns, each paying a: the rows go to the fewest micro-batches that keep every
+        stage busy and respect the row cap."""
         M = view.num_mbs
         if not (self.moves_serialize and pressed and not stream) or M <= self.num_stages:
             return M

@@ -150,7 +150,7 @@ class PipeMaxScheduler(Scheduler):
 
     # ---- visibility of parked requests ---------------------------------------------------
     def _should_defer_prefill(self, running_batch) -> bool:
-        return super()._should_defer_prefill(running_batch) or self.pipemax.defer_admission()
+        return super()._should_defer_prefill(running_batch) or self.pipemax.defer_admission(running_batch)
 
     def is_fully_idle(self, *args, **kwargs) -> bool:
         idle = super().is_fully_idle(*args, **kwargs)

@@ -105,14 +105,22 @@ class PipeMaxStage:
         moves = self.stats.parks + self.stats.rejoins
         return self.stats.kv_move_s / moves if moves >= MOVES_TO_PRICE else None
 
-    def defer_admission(self) -> bool:
-        """Admit no more into a micro-batch past the admitting ones (Decider.admit_mbs: the
-        same on every stage, as it arrives with stage 0's plans; a chunked prefill goes on
-        wherever its turn comes), nor while the pipeline is full: M micro-batches of row_cap
-        rows each, or the host tier cannot take the KV of what is already in flight."""
-        if self.turn % self.M >= self.admit_mbs and not compat.prefill_in_progress(self.sched):
-            return True
-        if not self.pool:
+    def defer_admission(self, running_batch) -> bool:
+        """Whether this turn's micro-batch takes no new requests. While stage 0's plans
+        concentrate the rows in the first admit_mbs micro-batches (Decider.admit_mbs; the
+        same on every stage, as plans arrive at the same ingest), a prefill would cost one of
+        them a decode turn, every row a cycle: so new requests are prefilled in the others,
+        whose turns are empty, once no parked request waits (they go first), and drain into
+        the busy ones from there; a busy micro-batch admits only when it has no rows. A
+        chunked prefill goes on wherever its turn comes. Otherwise: nothing while the
+        pipeline is full (M micro-batches of row_cap rows each) or the host tier cannot take
+        the KV of what is already in flight."""
+        if self.admit_mbs < self.M and not compat.prefill_in_progress(self.sched):
+            if self.turn % self.M < self.admit_mbs:
+                return not running_batch.is_empty()
+            if self.pool:
+                return True
+        elif not self.pool:
             return False
         if self.inflight_rows() >= self.M * compat.row_cap(self.sched):
             return True
