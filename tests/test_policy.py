@@ -171,12 +171,14 @@ def test_without_streaming_a_cpu_pipeline_admits_into_as_few_micro_batches_as_st
     last = replace(view, mb=3)
     plan = d.decide(last, _pool(3), planned=set())
     assert set(plan.park) == set(view.decode_rids) and plan.rejoin == ()
-    # the row cap can need more of them: 24 rows at 8 a micro-batch take 3
-    assert d.admit_mbs(replace(view, row_cap=8), True, False) == 3
+    # the row cap can need more of them: 24 rows running and 18 parked, at 16 a micro-batch
+    view16 = replace(view, mb_rows=(12, 4, 4, 4), row_cap=16)
+    assert d.admit_mbs(view16, [], True, False) == 2
+    assert d.admit_mbs(view16, _pool(18), True, False) == 3
     # streaming, unpressed, or where moves overlap the forward (GPU): all M admit
-    assert d.admit_mbs(view, True, True) == 4
-    assert d.admit_mbs(view, False, False) == 4
+    assert d.admit_mbs(view, [], True, True) == 4
+    assert d.admit_mbs(view, [], False, False) == 4
     gpu = Decider(PipeMaxConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=None)
     assert gpu.decide(view, _pool(3), planned=set()).admit_mbs == 4
     # as many micro-batches as stages: nothing to concentrate
-    assert d.admit_mbs(_pressed_view(move_s=0.5e-3, num_mbs=2), True, False) == 2
+    assert d.admit_mbs(_pressed_view(move_s=0.5e-3, num_mbs=2), [], True, False) == 2

@@ -72,6 +72,8 @@ def test_equal_bounds_keep_sglangs_retraction_order():
     keep = PipeMaxStage.keep_order(_Batch(reqs, [3, 1, 0, 2]))
     # no max_new_tokens: unbounded, kept before any bounded; ties in SGLang's order
     assert keep == [1, 0, 3, 2]
+    # retraction by priority is the user's order: kept as SGLang gives it
+    assert PipeMaxStage.keep_order(_Batch(reqs, [3, 1, 0, 2]), by_priority=True) == [3, 1, 0, 2]
 
 
 def test_new_requests_prefill_in_the_idle_micro_batches_not_the_busy_ones(monkeypatch):
@@ -97,10 +99,11 @@ def test_new_requests_prefill_in_the_idle_micro_batches_not_the_busy_ones(monkey
     assert deferred(rows) == [True, True, False, False]
     # ... a busy one with no rows takes them itself (the first fill) ...
     assert deferred(empty) == [False, False, False, False]
-    # ... and parked requests waiting for room go first
+    # ... and parked requests waiting for room go first, an empty busy one's room too
     stage.pool = {"p": _parked("p", 50)}
     assert deferred(rows) == [True, True, True, True]
-    # a chunked prefill part-way goes on at whichever turn comes
+    assert deferred(empty) == [True, True, True, True]
+    # this rule does not hold back a chunked prefill part-way (the pipeline is not full)
     stage.sched.chunked_req, stage.turn = object(), 3
     assert not stage.defer_admission(rows)
     # stage 0's plan changes it; it reaches every stage at the same ingest

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from sglang.srt.runtime_context import get_memory, get_parallel
+from sglang.srt.runtime_context import get_memory, get_parallel, get_schedule
 
 # HookRegistry targets (dotted paths resolved by sglang.srt.plugins.hook_registry).
 SCHEDULER_CLASS = "sglang.srt.managers.scheduler.Scheduler"
@@ -284,6 +284,11 @@ def retraction_order(batch) -> list[int]:
     """Indices in SGLang's decode retraction order, the last retracted first
     (schedule_batch.py:3453 retract_decode pops from the end)."""
     return list(batch._get_decode_retraction_order(batch.reqs))
+
+
+def retraction_by_priority() -> bool:
+    """The user asked SGLang to retract by request priority (--retraction-policy priority)."""
+    return get_schedule().retraction_policy == "priority"
 
 
 def remaining_bound(req) -> int:

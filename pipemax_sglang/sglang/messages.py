@@ -21,4 +21,4 @@ class PipeMaxPlan:
     issue_turn: int              # prefetch starts at the ingest before this turn
     budget_bytes: int = 0
     plan_bytes: int = 0
-    admit_mbs: int = 0           # from now on new requests join micro-batches < this (0: any)
+    admit_mbs: int = 0           # micro-batches that keep rows from now on (0: unchanged)

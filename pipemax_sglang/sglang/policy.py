@@ -159,7 +159,7 @@ class Decider:
     def pressure(self, view: TurnView) -> bool:
         return view.waiting > 0 or view.inflight_tokens + self.reserve(view) > view.device_tokens
 
-    def admit_mbs(self, view: TurnView, pressed: bool, stream: bool) -> int:
+    def admit_mbs(self, view: TurnView, pool: list[PoolEntry], pressed: bool, stream: bool) -> int:
         """Micro-batches that keep rows: all M, except where a turn's fixed cost is paid in
         full by every non-empty turn (moves serialize: a CPU) and a pressed pipeline does
         not stream. There more micro-batches than stages hold no more rows (the device
@@ -169,7 +169,7 @@ class Decider:
         M = view.num_mbs
         if not (self.moves_serialize and pressed and not stream) or M <= self.num_stages:
             return M
-        rows = sum(view.mb_rows)
+        rows = self.live_rows(view, pool)           # as busy_mbs counts them
         return min(M, max(self.num_stages, -(-rows // max(1, view.row_cap))))
 
     def decide(self, view: TurnView, pool: list[PoolEntry], planned: set[str]) -> PipeMaxPlan:
@@ -179,7 +179,7 @@ class Decider:
         pressed = self.pressure(view)
         cost = self.cost_model.current()
         stream = pressed and self.streams(view, cost, pool)
-        admit = self.admit_mbs(view, pressed, stream)
+        admit = self.admit_mbs(view, pool, pressed, stream)
         busy = min(admit, self.busy_mbs(view, pool))
         drain = view.mb >= busy
         park = view.decode_rids if stream or drain else ()

@@ -110,15 +110,15 @@ class PipeMaxStage:
         concentrate the rows in the first admit_mbs micro-batches (Decider.admit_mbs; the
         same on every stage, as plans arrive at the same ingest), a prefill would cost one of
         them a decode turn, every row a cycle: so new requests are prefilled in the others,
-        whose turns are empty, once no parked request waits (they go first), and drain into
-        the busy ones from there; a busy micro-batch admits only when it has no rows. A
-        chunked prefill goes on wherever its turn comes. Otherwise: nothing while the
-        pipeline is full (M micro-batches of row_cap rows each) or the host tier cannot take
-        the KV of what is already in flight."""
+        whose turns are empty, and drain into the busy ones from there; a busy micro-batch
+        admits only when it has no rows (the first fill). Parked requests waiting for room go
+        first: nothing is admitted while any waits. This rule does not hold back a chunked
+        prefill part-way. And in any case nothing is admitted while the pipeline is full
+        (M micro-batches of row_cap rows each) or the host tier cannot take the KV of what
+        is already in flight."""
         if self.admit_mbs < self.M and not compat.prefill_in_progress(self.sched):
-            if self.turn % self.M < self.admit_mbs:
-                return not running_batch.is_empty()
-            if self.pool:
+            busy = self.turn % self.M < self.admit_mbs
+            if self.pool or (busy and not running_batch.is_empty()):
                 return True
         elif not self.pool:
             return False
@@ -141,6 +141,8 @@ class PipeMaxStage:
             self.tasks.append(msg)
         if msg.admit_mbs:
             self.admit_mbs = msg.admit_mbs
+        if not (msg.park or msg.rejoin):
+            return                    # sent for admit_mbs alone: no budget was offered
         self.stats.plans += 1
         self.stats.budget_bytes_total += msg.budget_bytes
         self.stats.plan_bytes_total += msg.plan_bytes
@@ -193,18 +195,21 @@ class PipeMaxStage:
             self._park_for_room(batch)
 
     @staticmethod
-    def keep_order(batch) -> list[int]:
+    def keep_order(batch, by_priority: bool = False) -> list[int]:
         """Indices of batch.reqs, the last parked first: the most left to generate kept
         longest, SGLang's retraction order among equals. An offline batch ends with its
         longest request, and every turn that one spends parked adds a pipeline cycle to the
         batch, while a short one rejoins within its slack. SGLang keeps the most advanced
-        requests because a retraction throws their work away; a park throws nothing away."""
+        requests because a retraction throws their work away; a park throws nothing away.
+        Retraction by priority (the user's choice) keeps SGLang's order as it is."""
         order = compat.retraction_order(batch)
+        if by_priority:
+            return order
         return sorted(order, key=lambda i: -compat.remaining_bound(batch.reqs[i]))
 
     def _park_for_room(self, batch) -> None:
         tc = self.sched.tree_cache
-        keep = self.keep_order(batch)
+        keep = self.keep_order(batch, compat.retraction_by_priority())
         parked = []
         while keep and not batch.check_decode_mem(selected_indices=keep):
             req = batch.reqs[keep[-1]]
