@@ -23,7 +23,9 @@ its own process (a fresh engine; a crash fails that line, not the run). Throughp
 tokens over the generate call's wall time, engine start excluded. --repeat N runs the three
 N times, interleaved (ceiling, stock, pipemax, ceiling, ...) so that a slow spell of a
 shared machine lands on all three alike, and reports each one's median: single runs of a
-few seconds swing by +-15% here.
+few seconds swing by +-15% here (and by half in a bad spell). It also reports the median of
+the rounds' own ratios (round_fraction_of_ceiling_median, round_ratio_median), which pair
+runs that saw the same machine speed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import random
 import subprocess
 import sys
@@ -229,9 +232,16 @@ def main() -> None:
         record["link_bound_tok_s"] = pp * args.emulate_link_gbps * 1e9 / (mean_ctx * kv_tok)
         record["fraction_of_link_bound"] = pm["tok_s"] / record["link_bound_tok_s"]
     if args.repeat > 1:
+        # a round runs its three back to back, so its ratios see one speed of a shared
+        # machine; the medians above pair runs from different rounds
         fr = [x["pipemax"] / x["ceiling"] for x in record["rounds"]]
+        rr = [x["pipemax"] / x["stock"] for x in record["rounds"]]
+        record["round_fraction_of_ceiling_median"] = statistics.median(fr)
+        record["round_ratio_median"] = statistics.median(rr)
         print(f"medians of {args.repeat} rounds; pipemax/ceiling by round: "
-              + ", ".join(f"{f:.2f}" for f in fr), flush=True)
+              + ", ".join(f"{f:.2f}" for f in fr) + f" (median {record['round_fraction_of_ceiling_median']:.2f}); "
+              + "pipemax/stock by round: " + ", ".join(f"{f:.2f}" for f in rr)
+              + f" (median {record['round_ratio_median']:.2f})", flush=True)
     print(f"bench_offline: ceiling {ceiling['tok_s']:.1f}, stock {stock['tok_s']:.1f}, pipemax {pm['tok_s']:.1f} tok/s; "
           f"pipemax/stock {record['ratio']:.2f}x, pipemax/ceiling {record['fraction_of_ceiling']:.2f}; "
           f"outputs identical: {identical}; recomputes {st.get('recomputes')}, parked peak {st.get('parked_peak')}, "
