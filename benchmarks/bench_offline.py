@@ -33,8 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import random
+import statistics
 import subprocess
 import sys
 import time

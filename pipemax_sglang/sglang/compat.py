@@ -103,7 +103,7 @@ def row_cap(sched) -> int:
 def prefill_in_progress(sched) -> bool:
     """A chunked prefill is part-way: its next chunk is admitted at the next turn that
     admits (scheduler.py get_new_batch_prefill)."""
-    return getattr(sched, "chunked_req", None) is not None
+    return sched.chunked_req is not None
 
 
 def device_tokens(sched) -> int:
