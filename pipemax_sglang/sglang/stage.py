@@ -122,9 +122,12 @@ class PipeMaxStage:
                 return True
         elif not self.pool:
             return False
-        if self.inflight_rows() >= self.M * compat.row_cap(self.sched):
+        rows = self.inflight_rows()
+        if rows >= self.M * compat.row_cap(self.sched):
             return True
-        return compat.host_free_tokens(self.sched) <= compat.device_tokens(self.sched) // 20
+        if rows == 0:
+            return False          # liveness: an empty pipeline always admits
+        return not compat.reserve_host(self.sched, compat.device_tokens(self.sched) // 20 + 1)
 
     # ---- ingest ----------------------------------------------------------------------------
     def drain_outbox(self) -> list[PipeMaxPlan]:
@@ -158,14 +161,14 @@ class PipeMaxStage:
         in_flight = compat.freeze_in_flight(self.sched, msg.mb, batch)
         compat.order_park_after_forward(self.sched, msg.mb)
         parked = []
-        room = compat.host_free_tokens(self.sched)
+        need = 0
         for req in chosen:
             # whole context reserved: its prompt may not be on host yet, and host slots are
             # taken only when the writes are submitted, after this loop
-            if room < req.kv.kv_committed_len:
+            if not compat.reserve_host(self.sched, need + req.kv.kv_committed_len):
                 self._host_full()
                 continue
-            room -= req.kv.kv_committed_len
+            need += req.kv.kv_committed_len
             L, new_tokens, host_lock = kv_moves.park_begin(req, tc)
             p = ParkedReq(req, L, msg.turn, self.arrivals, host_lock=host_lock, owner=self)
             self.arrivals += 1
@@ -211,11 +214,18 @@ class PipeMaxStage:
         tc = self.sched.tree_cache
         keep = self.keep_order(batch, compat.retraction_by_priority())
         parked = []
+        retracted = []
         while keep and not batch.check_decode_mem(selected_indices=keep):
             req = batch.reqs[keep[-1]]
-            if compat.host_free_tokens(self.sched) < req.kv.kv_committed_len:
+            if not compat.reserve_host(self.sched, req.kv.kv_committed_len):
+                # The host tier is full of parked KV: SGLang's own retraction (recompute),
+                # down to the last request. SGLang would abort a last request that does not
+                # fit; in a pipeline the other micro-batches hold that memory, and it fits
+                # again once they release it, so it waits in the queue instead.
                 self._host_full()
-                break
+                compat.retract_for_recompute(self.sched, batch, keep.pop(), len(keep))
+                retracted.append(req)
+                continue
             keep.pop()
             L, new_tokens, host_lock = kv_moves.park_begin(req, tc)
             p = ParkedReq(req, L, self.turn, self.arrivals, host_lock=host_lock, owner=self)
@@ -227,9 +237,10 @@ class PipeMaxStage:
             self.stats.parks += 1
             parked.append(req)
             compat.reap_writes(tc)   # parked nodes become evictable once written to host
-        if parked:
+        if parked or retracted:
             batch.filter_batch(keep_indices=sorted(keep))
             self._note_pool()
+        self.stats.recomputes += len(retracted)
 
     def _host_full(self) -> None:
         self.stats.host_full_skips += 1
