@@ -124,6 +124,12 @@ class PipeMaxConfig:
     def with_status_dir(self, path: str) -> "PipeMaxConfig":
         return dataclasses.replace(self, status_dir=path)
 
+    def decider(self):
+        """The decider's part of the config (core.DeciderConfig)."""
+        from pipemax_sglang.core.decider import DeciderConfig
+
+        return DeciderConfig(self.selector, self.stream, self.budget_margin)
+
     def public_dict(self) -> dict[str, Any]:
         """The options as a user gave them (status endpoints show this)."""
         return {f.name: getattr(self, f.name) for f in _USER_FIELDS}

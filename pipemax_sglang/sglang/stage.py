@@ -31,7 +31,8 @@ from pipemax_sglang.runtime.stats import PipeMaxStats
 from pipemax_sglang.sglang import compat, kv_moves, platform
 from pipemax_sglang.sglang.kv_moves import ParkedReq, Prefetch
 from pipemax_sglang.sglang.messages import PipeMaxPlan
-from pipemax_sglang.sglang.policy import Decider, PoolEntry, TurnView
+from pipemax_sglang.core.admission import Admission, AdmissionView, admission, park_order
+from pipemax_sglang.core.decider import Decider, PoolEntry, TurnView
 
 logger = logging.getLogger(__name__)
 _DEBUG = env.debug()
@@ -74,7 +75,8 @@ class PipeMaxStage:
         k = compat.binding_kv_bytes_per_token(self.sched)
         gbps = self.config.emulate_link_gbps
         link = gbps * 1e9 if gbps else compat.link_bytes_per_s()
-        return Decider(self.config, k, self.ranks.pp_size, link, moves_serialize=not platform.has_cuda())
+        return Decider(self.config.decider(), k, self.ranks.pp_size, link,
+                       moves_serialize=not platform.has_cuda())
 
     @contextlib.contextmanager
     def _moving(self):
@@ -90,7 +92,9 @@ class PipeMaxStage:
         return bool(self.pool or self.tasks or any(self.prefetched.values()) or self.outbox)
 
     def inflight_rows(self) -> int:
-        return sum(len(b.reqs) for b in compat.running_batches(self.sched)) + len(self.pool)
+        """Live requests: the micro-batches' rows, the parked and the prefetched."""
+        prefetched = sum(len(v) for v in self.prefetched.values())
+        return sum(len(b.reqs) for b in compat.running_batches(self.sched)) + len(self.pool) + prefetched
 
     def inflight_tokens(self, running: int) -> int:
         """KV tokens of every live request: `running` (the micro-batches' rows), the parked,
@@ -106,28 +110,15 @@ class PipeMaxStage:
         return self.stats.kv_move_s / moves if moves >= MOVES_TO_PRICE else None
 
     def defer_admission(self, running_batch) -> bool:
-        """Whether this turn's micro-batch takes no new requests. While stage 0's plans
-        concentrate the rows in the first admit_mbs micro-batches (Decider.admit_mbs; the
-        same on every stage, as plans arrive at the same ingest), a prefill would cost one of
-        them a decode turn, every row a cycle: so new requests are prefilled in the others,
-        whose turns are empty, and drain into the busy ones from there; a busy micro-batch
-        admits only when it has no rows (the first fill). Parked requests waiting for room go
-        first: nothing is admitted while any waits. This rule does not hold back a chunked
-        prefill part-way. And in any case nothing is admitted while the pipeline is full
-        (M micro-batches of row_cap rows each) or the host tier cannot take the KV of what
-        is already in flight."""
-        if self.admit_mbs < self.M and not compat.prefill_in_progress(self.sched):
-            busy = self.turn % self.M < self.admit_mbs
-            if self.pool or (busy and not running_batch.is_empty()):
-                return True
-        elif not self.pool:
-            return False
-        rows = self.inflight_rows()
-        if rows >= self.M * compat.row_cap(self.sched):
-            return True
-        if rows == 0:
-            return False          # liveness: an empty pipeline always admits
-        return not compat.reserve_host(self.sched, compat.device_tokens(self.sched) // 20 + 1)
+        """Whether this turn's micro-batch takes no new requests (core/admission.py)."""
+        rule = admission(AdmissionView(
+            turn=self.turn, num_mbs=self.M, admit_mbs=self.admit_mbs,
+            prefill_in_progress=compat.prefill_in_progress(self.sched), parked=len(self.pool),
+            running_rows=len(running_batch.reqs), inflight_rows=self.inflight_rows(),
+            row_cap=compat.row_cap(self.sched)))
+        if rule is Admission.IF_HOST_ROOM:
+            return not compat.reserve_host(self.sched, compat.device_tokens(self.sched) // 20 + 1)
+        return rule is Admission.DEFER
 
     # ---- ingest ----------------------------------------------------------------------------
     def drain_outbox(self) -> list[PipeMaxPlan]:
@@ -199,16 +190,9 @@ class PipeMaxStage:
 
     @staticmethod
     def keep_order(batch, by_priority: bool = False) -> list[int]:
-        """Indices of batch.reqs, the last parked first: the most left to generate kept
-        longest, SGLang's retraction order among equals. An offline batch ends with its
-        longest request, and every turn that one spends parked adds a pipeline cycle to the
-        batch, while a short one rejoins within its slack. SGLang keeps the most advanced
-        requests because a retraction throws their work away; a park throws nothing away.
-        Retraction by priority (the user's choice) keeps SGLang's order as it is."""
-        order = compat.retraction_order(batch)
-        if by_priority:
-            return order
-        return sorted(order, key=lambda i: -compat.remaining_bound(batch.reqs[i]))
+        """Indices of batch.reqs, the last parked first (core/admission.py park_order)."""
+        left = [compat.remaining_bound(r) for r in batch.reqs]
+        return park_order(compat.retraction_order(batch), left, by_priority)
 
     def _park_for_room(self, batch) -> None:
         tc = self.sched.tree_cache
@@ -383,7 +367,7 @@ class PipeMaxStage:
             row_cap=compat.row_cap(sched),
             prefetching=sum(len(v) for v in self.prefetched.values()),
             decode_ctx=compat.contexts(decode_reqs),
-            move_s=self.move_s(),
+            move_s=self.move_s(), now=time.monotonic(),
         )
         planned = {rid for t in self.tasks for rid in t.rejoin}
         pool = [PoolEntry(p.rid, p.kv_len, p.rounds_waited, p.arrival) for p in self.pool.values()
