@@ -70,7 +70,7 @@ def test_the_stage_parks_by_tokens_left_from_sglang_requests():
 
 def test_a_plan_carries_admit_mbs_to_the_stage_and_a_plan_without_it_changes_nothing():
     stage = PipeMaxStage.__new__(PipeMaxStage)
-    stage.stats, stage.tasks, stage.admit_mbs, stage.pool = PipeMaxStats(), [], 2, {}
+    stage.stats, stage.tasks, stage.admit_mbs, stage.pool, stage.stock = PipeMaxStats(), [], 2, {}, False
     stage.on_plan(PipeMaxPlan(turn=3, mb=3, park=(), rejoin=(), target_turn=7, issue_turn=6, admit_mbs=4))
     assert stage.admit_mbs == 4
     stage.on_plan(PipeMaxPlan(turn=4, mb=0, park=(), rejoin=(), target_turn=8, issue_turn=7))

@@ -14,6 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from .selector_types import SelectorParams
+
+FORCE_AFTER = SelectorParams().force_after_rounds
+
 
 class Admission(Enum):
     ADMIT = "admit"                    # the scheduler admits as it would without PipeMax
@@ -31,6 +35,8 @@ class AdmissionView:
     running_rows: int           # rows of this turn's micro-batch
     inflight_rows: int          # every live request: running and parked
     row_cap: int                # rows a micro-batch may hold
+    oldest_wait: int = 0        # rounds the longest-waiting parked request has waited
+    force_after: int = FORCE_AFTER   # A: rounds after which a parked request is forced back in
 
 
 def admission(v: AdmissionView) -> Admission:
@@ -42,8 +48,13 @@ def admission(v: AdmissionView) -> Admission:
     within a bounded number of turns: the decider's oldest rule). This rule does not hold
     back a chunked prefill part-way. In any case nothing is admitted while the pipeline is
     full (M micro-batches of row_cap rows), and, while anything is in flight, only if the
-    host tier can take more parked KV. Liveness: an empty pipeline always admits."""
+    host tier can take more parked KV. Liveness: an empty pipeline always admits, and once
+    a parked request has waited A rounds (the selector then forces it back in first,
+    core/frame.py) nothing new is admitted until it is back: new requests would otherwise
+    take the device room it waits for, for as long as they keep arriving."""
     M = v.num_mbs
+    if v.parked and v.oldest_wait >= v.force_after:
+        return Admission.DEFER
     if v.admit_mbs < M and not v.prefill_in_progress:
         busy = v.turn % M < v.admit_mbs
         if v.parked or (busy and v.running_rows):

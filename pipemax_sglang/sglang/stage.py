@@ -33,6 +33,7 @@ from pipemax_sglang.sglang.kv_moves import ParkedReq, Prefetch
 from pipemax_sglang.sglang.messages import PipeMaxPlan
 from pipemax_sglang.core.admission import Admission, AdmissionView, admission, park_order
 from pipemax_sglang.core.decider import Decider, PoolEntry, TurnView
+from pipemax_sglang.core.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 _DEBUG = env.debug()
@@ -65,6 +66,8 @@ class PipeMaxStage:
         self._last_launch: tuple[float, list | None] | None = None
         self._launched: deque[int] = deque(maxlen=self.M)
         self.decider = self._make_decider() if compat.is_decider_rank() else None
+        self.watchdog = Watchdog(config.watchdog_s) if self.decider is not None else None
+        self.stock = False               # the watchdog tripped: SGLang's own path from now on
         self._admit_sent = self.M
         self.record = None
         if config.record_batches and config.status_dir:
@@ -111,11 +114,14 @@ class PipeMaxStage:
 
     def defer_admission(self, running_batch) -> bool:
         """Whether this turn's micro-batch takes no new requests (core/admission.py)."""
+        if self.stock:
+            return False
         rule = admission(AdmissionView(
             turn=self.turn, num_mbs=self.M, admit_mbs=self.admit_mbs,
             prefill_in_progress=compat.prefill_in_progress(self.sched), parked=len(self.pool),
             running_rows=len(running_batch.reqs), inflight_rows=self.inflight_rows(),
-            row_cap=compat.row_cap(self.sched)))
+            row_cap=compat.row_cap(self.sched),
+            oldest_wait=max((p.rounds_waited for p in self.pool.values()), default=0)))
         if rule is Admission.IF_HOST_ROOM:
             return not compat.reserve_host(self.sched, compat.device_tokens(self.sched) // 20 + 1)
         return rule is Admission.DEFER
@@ -128,6 +134,10 @@ class PipeMaxStage:
     def on_plan(self, msg: PipeMaxPlan) -> None:
         if _DEBUG:
             logger.warning("pipemax pp%d turn %d plan %s pool=%d", self.ranks.pp_rank, self.turn, msg, len(self.pool))
+        if msg.handback:
+            self._hand_back()
+        if self.stock:
+            return
         if msg.park:
             with self._moving():
                 self._park(msg)
@@ -183,7 +193,7 @@ class PipeMaxStage:
         PipeMax parks even that one: the other micro-batches hold the memory, and a parked
         request rejoins once they release it. With the host tier full, SGLang's retraction
         takes over."""
-        if not batch.reqs or batch.check_decode_mem():
+        if self.stock or not batch.reqs or batch.check_decode_mem():
             return
         with self._moving():
             self._park_for_room(batch)
@@ -345,8 +355,9 @@ class PipeMaxStage:
                 "mode": None if batch is None else str(batch.forward_mode.name),
                 "rids": sorted(r.rid for r in batch.reqs) if batch is not None else [],
             }) + "\n")
-        if self.decider is not None:
+        if self.decider is not None and not self.stock:
             self._decide(mb, plan, batch if is_decode else None)
+            self._watch(mb, batch is not None)
         if mb == self.M - 1:  # one round per cycle of M turns: a wait is counted in cycles
             for p in self.pool.values():
                 p.rounds_waited += 1
@@ -399,6 +410,35 @@ class PipeMaxStage:
             if p is not None and not p.ready and not req.finished():
                 with self._moving():
                     self._finish_park(p)
+                if self.stock:
+                    self._hand_back()
+
+    # ---- the watchdog ----------------------------------------------------------------------
+    def _watch(self, mb: int, launched: bool) -> None:
+        """Stage 0: pending work and no launch for watchdog_s -> every stage hands back (the
+        message reaches them all at the same ingest, as plans do)."""
+        pending = bool(self.sched.waiting_queue) or self.busy()
+        if self.watchdog.observe(time.monotonic(), launched, pending):
+            self.outbox.append(PipeMaxPlan(self.turn, mb, (), (), self.turn, self.turn, handback=True))
+
+    def _hand_back(self) -> None:
+        """Give every parked and prefetched request to SGLang's own path (its waiting queue, as
+        a retracted request: re-admission finds its KV in the tree, on device or host) and run
+        as stock SGLang from now on. Requests whose last result is still in flight follow
+        when it is processed (after_result)."""
+        if not self.stock:
+            self.stock = True
+            logger.warning(
+                "pipemax: no progress for %.0f s with work pending (parked %d, waiting %d); handing "
+                "parked requests back to SGLang and running as stock SGLang from now on",
+                self.config.watchdog_s, len(self.pool), len(self.sched.waiting_queue))
+        self.tasks = []
+        prefetching = [pf.parked for pfs in self.prefetched.values() for pf in pfs]
+        for p in [*self.pool.values(), *prefetching]:
+            if p.ready and p.req.pipemax_parked is p:
+                self._drop(p, None)
+                compat.requeue_for_recompute(self.sched, p.req)
+                self.stats.handed_back += 1
 
     def on_release(self, req) -> None:
         """SGLang releases a parked request that finished (its in-flight step hit a stop)."""
@@ -435,6 +475,7 @@ class PipeMaxStage:
 
     def status(self) -> dict[str, Any]:
         return {"micro_batches": self.M, "turn": self.turn, "parked": len(self.pool),
+                "stock": self.stock,
                 "admitting_micro_batches": self.admit_mbs,
                 "prefetching": sum(len(v) for v in self.prefetched.values()),
                 "parked_rids": sorted(self.pool)[:64],
