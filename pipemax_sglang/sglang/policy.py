@@ -2,7 +2,7 @@
 
     plan = decide(state)      state: what SGLang's scheduler holds, read into core types
 
-The capacity picture it follows (DESIGN section 4, "Capacity arithmetic"): with M
+The capacity picture it follows (docs/design.md section 4, "Capacity arithmetic"): with M
 micro-batches in flight, a stage computes one while the next one's KV is being brought
 back, so under memory pressure a micro-batch's requests are parked right after their
 forward (their KV stays on the device until something needs the room: HiCache evicts
