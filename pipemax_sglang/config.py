@@ -44,7 +44,7 @@ class PipeMaxConfig:
     # budget bind as PCIe would). None: no throttle.
     emulate_link_gbps: float | None = None
     # Whether a pressed micro-batch parks its rows after each turn so that others stream in
-    # (policy.py): auto decides from the measured price of a move, always / never force it.
+    # (core/decider.py): auto decides from the measured price of a move, always / never force it.
     stream: str = "auto"
     # Seconds of pending work without progress after which PipeMax hands its parked requests
     # back to SGLang's own path and steps aside (core/watchdog.py); 0 disables.
