@@ -186,17 +186,19 @@ class PipeMaxStage:
 
     def make_decode_room(self, batch) -> None:
         """Park instead of recompute: where SGLang would retract (the next decode step does
-        not fit), park requests in SGLang's own retraction order until it fits. The batch is
-        at the start of its turn, so nothing of it is in flight; every stage holds the same
-        memory state here, so every stage parks the same requests (as with SGLang's own
-        retraction). Unlike SGLang, which keeps (and, out of memory, aborts) the last request,
-        PipeMax parks even that one: the other micro-batches hold the memory, and a parked
-        request rejoins once they release it. With the host tier full, SGLang's retraction
-        takes over."""
-        if self.stock or not batch.reqs or batch.check_decode_mem():
+        not fit), park requests until it fits. The batch is at the start of its turn, so
+        nothing of it is in flight; every stage holds the same memory state here, so every
+        stage parks the same requests (as with SGLang's own retraction). Unlike SGLang, which
+        keeps (and, out of memory, aborts) the last request, PipeMax parks even that one: the
+        other micro-batches hold the memory, and a parked request rejoins once they release
+        it. Where a request cannot be parked (the host tier is full, or the watchdog handed
+        PipeMax's work back to SGLang), it is retracted to SGLang's queue (recomputed), down
+        to the last one: at M > P, SGLang's own abort of a last request that does not fit
+        would fail a request that fits once the other micro-batches release their memory."""
+        if not batch.reqs or batch.check_decode_mem():
             return
         with self._moving():
-            self._park_for_room(batch)
+            self._make_room(batch)
 
     @staticmethod
     def keep_order(batch, by_priority: bool = False) -> list[int]:
@@ -204,19 +206,16 @@ class PipeMaxStage:
         left = [compat.remaining_bound(r) for r in batch.reqs]
         return park_order(compat.retraction_order(batch), left, by_priority)
 
-    def _park_for_room(self, batch) -> None:
+    def _make_room(self, batch) -> None:
         tc = self.sched.tree_cache
-        keep = self.keep_order(batch, compat.retraction_by_priority())
+        keep = self.keep_order(batch, self.stock or compat.retraction_by_priority())
         parked = []
         retracted = []
         while keep and not batch.check_decode_mem(selected_indices=keep):
             req = batch.reqs[keep[-1]]
-            if not compat.reserve_host(self.sched, req.kv.kv_committed_len):
-                # The host tier is full of parked KV: SGLang's own retraction (recompute),
-                # down to the last request. SGLang would abort a last request that does not
-                # fit; in a pipeline the other micro-batches hold that memory, and it fits
-                # again once they release it, so it waits in the queue instead.
-                self._host_full()
+            if self.stock or not compat.reserve_host(self.sched, req.kv.kv_committed_len):
+                if not self.stock:
+                    self._host_full()
                 compat.retract_for_recompute(self.sched, batch, keep.pop(), len(keep))
                 retracted.append(req)
                 continue
@@ -426,12 +425,12 @@ class PipeMaxStage:
         a retracted request: re-admission finds its KV in the tree, on device or host) and run
         as stock SGLang from now on. Requests whose last result is still in flight follow
         when it is processed (after_result)."""
-        if not self.stock:
-            self.stock = True
+        if not self.stock and self.decider is not None:    # one warning, from stage 0
             logger.warning(
                 "pipemax: no progress for %.0f s with work pending (parked %d, waiting %d); handing "
                 "parked requests back to SGLang and running as stock SGLang from now on",
                 self.config.watchdog_s, len(self.pool), len(self.sched.waiting_queue))
+        self.stock = True
         self.tasks = []
         prefetching = [pf.parked for pfs in self.prefetched.values() for pf in pfs]
         for p in [*self.pool.values(), *prefetching]:
