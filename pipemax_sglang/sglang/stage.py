@@ -478,6 +478,8 @@ class PipeMaxStage:
                 "admitting_micro_batches": self.admit_mbs,
                 "prefetching": sum(len(v) for v in self.prefetched.values()),
                 "parked_rids": sorted(self.pool)[:64],
+                "running_rids": sorted(r.rid for b in compat.running_batches(self.sched) for r in b.reqs)[:64],
+                "prefetching_rids": sorted(pf.parked.rid for v in self.prefetched.values() for pf in v)[:64],
                 "decider": self.decider is not None, **self.stats.to_dict(),
                 "step_samples": [{"rows": r, "sum_context": c, "seconds": t, "turn_seconds": w,
                                   "active_mbs": n} for r, c, t, w, n in self.turns["decode"]],
