@@ -220,3 +220,24 @@ def test_host_memory_too_small_falls_back_with_one_warning(tiny_model):
         assert stages[0]["pipemax"]["host_full_skips"] > 0
         log = srv.tail(100000)
         assert log.count("host KV tier full") == 1, log[-3000:]
+
+
+def test_watchdog_hands_a_stalled_pipeline_back_to_sglang(tiny_model):
+    # the "none" selector brings nobody back: with every micro-batch streaming, all requests
+    # end up parked and nothing runs. The watchdog hands them to SGLang's queue; they finish
+    # with the reference tokens, the server runs as stock from then on, and says so once.
+    with _server(tiny_model, "--pp-size", "2", "--pp-async-batch-depth", "2", "--pipemax-selector", "none",
+                 "--pipemax-stream", "always", "--pipemax-watchdog-s", "5",
+                 "--pipemax-host-kv-tokens", "16384") as srv:
+        idle = _pools(_idle_pools(srv))
+        out = _generate(srv, PROMPTS, NEW)
+        assert [o["output_ids"] for o in out] == hf_greedy(tiny_model, PROMPTS, NEW)
+        stages = _idle_pools(srv)
+        assert _pools(stages) == idle
+        for s in stages:
+            st = s["pipemax"]
+            assert st["stock"] and st["handed_back"] > 0 and st["rejoins"] == 0, st
+        log = srv.tail(100000)
+        assert log.count("handing parked requests back to SGLang") == 1, log[-3000:]
+        # and it keeps serving, as stock SGLang
+        assert _generate(srv, [5, 6, 7, 8], 6)["output_ids"] == hf_greedy(tiny_model, [[5, 6, 7, 8]], 6)[0]
