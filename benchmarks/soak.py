@@ -5,7 +5,8 @@
 Each point starts a real `python -m pipemax_sglang.launch_server` on loopback (the built-in
 tiny model) and sends N concurrent clients mixing short and long prompts and outputs,
 streaming and not, n = 2, clients that disconnect, aborts mid-decode and bad requests
-(tests/support/load.py), R times. The matrix: pp 1 (one micro-batch) and pp 2 with M = P,
+(tests/support/load.py), R times, each time after the reported hang's load (128 greedy
+text requests of 32 tokens). The matrix: pp 1 (one micro-batch) and pp 2 with M = P,
 P + 1, P + 2; `--pipemax-stream` auto, always, never; the device KV pool at 1/2, 1/4 and
 1/8 of what the load keeps in flight (the host tier holds all of it). --quick: seven
 points (pp 1; pp 2 at each M with auto; always and never at M = 4; KV 1/4, and 1/8 for
@@ -61,7 +62,8 @@ class StockReference:
             with ServerProcess(["--model-path", self.model, "--disable-pipemax", "--max-total-tokens",
                                 "16384", "--log-level", "warning"]) as srv:
                 for p, n in todo.items():
-                    r = requests.post(srv.url + "/generate", json={"input_ids": list(p), "sampling_params": {
+                    prompt = {"text": p} if isinstance(p, str) else {"input_ids": list(p)}
+                    r = requests.post(srv.url + "/generate", json={**prompt, "sampling_params": {
                         "temperature": 0, "max_new_tokens": n, "ignore_eos": True}}, timeout=600)
                     r.raise_for_status()
                     self.cache[p] = r.json()["output_ids"]
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     for point in matrix(a.quick):
         try:
-            rec = point_record(run_point(model, point, n, a.seed, runs, reference))
+            rec = point_record(run_point(model, point, n, a.seed, runs, reference, repro=True))
         except Exception as e:     # a point that cannot even run is a failure of that point
             rec = {"point": point.name, "requests": n * runs, "completed": 0,
                    "failed": {type(e).__name__: n * runs}, "identical": False, "error": str(e)[-2000:]}

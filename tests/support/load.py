@@ -10,6 +10,7 @@ mid-stream; requests aborted mid-decode (/abort_request by rid); a few bad reque
 of which must get a 4xx. Every good request must get 200 with the greedy tokens of the
 same request run alone (`reference`: prompt -> tokens; greedy continuations are prefixes
 of longer ones, so one reference per prompt at the longest length serves every length).
+make_repro_load() is the reported hang's load: 128 greedy text requests of 32 tokens.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ class LoadItem:
     prompt: tuple[int, ...]
     max_new: int
     bad_body: dict | None = None
+    text: str | None = None          # a text prompt instead of token ids (then `prompt` is ())
+
+    @property
+    def key(self):
+        """What the reference is keyed by: the text, or the token ids."""
+        return self.text if self.text is not None else self.prompt
 
     @property
     def rid(self) -> str:
@@ -56,7 +63,8 @@ class LoadItem:
         """KV this request keeps in flight at its end (bad ones: none)."""
         if self.kind == "bad":
             return 0
-        return (len(self.prompt) + self.max_new) * (2 if self.kind == "n2" else 1)
+        prompt = len(self.prompt) if self.text is None else len(self.text) // 3   # ~3 chars a token
+        return (prompt + self.max_new) * (2 if self.kind == "n2" else 1)
 
 
 @dataclass
@@ -86,6 +94,12 @@ def make_load(n: int, seed: int, vocab: int = 1024) -> list[LoadItem]:
     return items
 
 
+def make_repro_load(n: int = 128) -> list[LoadItem]:
+    """The load of the reported hang: n concurrent greedy text requests, 32 tokens each."""
+    return [LoadItem(i, "plain", (), 32, text=f"request {i}: " + "alpha beta gamma " * (1 + i % 20))
+            for i in range(n)]
+
+
 def in_flight_tokens(items: list[LoadItem]) -> int:
     return sum(it.kv_tokens for it in items)
 
@@ -94,7 +108,8 @@ def _body(it: LoadItem, stream: bool = False) -> dict:
     params = {"temperature": 0, "max_new_tokens": it.max_new, "ignore_eos": True}
     if it.kind == "n2":
         params["n"] = 2
-    return {"input_ids": list(it.prompt), "sampling_params": params, "rid": it.rid, "stream": stream}
+    prompt = {"text": it.text} if it.text is not None else {"input_ids": list(it.prompt)}
+    return {**prompt, "sampling_params": params, "rid": it.rid, "stream": stream}
 
 
 def _one(url: str, it: LoadItem, timeout: float) -> Outcome:
@@ -149,12 +164,12 @@ def run_load(url: str, items: list[LoadItem], timeout: float = 600.0) -> list[Ou
         return list(ex.map(lambda it: _one(url, it, timeout), items))
 
 
-def reference_prompts(items: list[LoadItem]) -> dict[tuple[int, ...], int]:
-    """Prompt -> the longest output any good (or abortable) item asks of it."""
-    out: dict[tuple[int, ...], int] = {}
+def reference_asks(items: list[LoadItem]) -> dict:
+    """Prompt (LoadItem.key) -> the longest output any item but the bad ones asks of it."""
+    out: dict = {}
     for it in items:
         if it.kind != "bad":
-            out[it.prompt] = max(out.get(it.prompt, 0), it.max_new)
+            out[it.key] = max(out.get(it.key, 0), it.max_new)
     return out
 
 
@@ -169,7 +184,7 @@ def judge(items: list[LoadItem], outcomes: list[Outcome], reference: dict) -> di
     failed: Counter = Counter()
     completed, mismatched, lat = 0, [], []
     for it, o in good:
-        want = list(reference[it.prompt][: it.max_new])
+        want = list(reference[it.key][: it.max_new])
         got = o.output_ids if it.kind != "n2" else None
         whole = (o.status == 200 and o.output_ids is not None
                  and all(f == "length" for f in o.finish) and (
@@ -184,7 +199,7 @@ def judge(items: list[LoadItem], outcomes: list[Outcome], reference: dict) -> di
     partial_ok = True
     for it, o in zip(items, outcomes):
         if it.kind in ("abort", "disconnect") and o.output_ids:
-            want = list(reference[it.prompt][: len(o.output_ids)])
+            want = list(reference[it.key][: len(o.output_ids)])
             partial_ok &= o.output_ids == want
     bad = [o for it, o in zip(items, outcomes) if it.kind == "bad"]
     lat.sort()

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import requests
 
-from tests.support.load import (idle_pools, in_flight_tokens, judge, make_load, pools, run_load,
-                                status)
+from tests.support.load import (idle_pools, in_flight_tokens, judge, make_load, make_repro_load,
+                                pools, reference_asks, run_load, status)
 from tests.support.server_process import ServerProcess
 
 
@@ -41,22 +41,29 @@ def server_args(model: str, point: Point, inflight: int, biggest: int) -> list[s
     return args
 
 
-def run_point(model: str, point: Point, n: int, seed: int, runs: int, reference) -> dict:
-    """`reference(prompts: dict[prompt, max_new]) -> dict[prompt, tokens]`."""
+def run_point(model: str, point: Point, n: int, seed: int, runs: int, reference,
+              repro: bool = False) -> dict:
+    """`reference(asks: dict[prompt, max_new]) -> dict[prompt, tokens]` (prompt: token ids
+    or text). Each run sends the mixed load of n requests and, with `repro`, first the
+    reported hang's 128 text requests."""
     items = make_load(n, seed)
+    loads = ([("repro", make_repro_load())] if repro else []) + [("mixed", items)]
     inflight = in_flight_tokens(items)
     biggest = max(len(it.prompt) + it.max_new for it in items if it.kind != "bad")
-    ref = reference({it.prompt: max(x.max_new for x in items if x.prompt == it.prompt)
-                     for it in items if it.kind != "bad"} | {(5, 6, 7, 8): 6})
+    asks = {(5, 6, 7, 8): 6}
+    for _, load in loads:
+        asks |= reference_asks(load)
+    ref = reference(asks)
     out = {"point": point.name, "pp": point.pp, "M": point.M, "stream": point.stream,
            "kv_fraction": point.frac, "inflight_tokens": inflight, "runs": []}
     with ServerProcess(server_args(model, point, inflight, biggest)) as srv:
         idle = pools(idle_pools(srv.url))
-        for r in range(runs):
+        for r, (name, load) in ((r, x) for r in range(runs) for x in loads):
             t0 = time.monotonic()
-            outcomes = run_load(srv.url, items)
+            outcomes = run_load(srv.url, load)
             wall = time.monotonic() - t0
-            verdict = judge(items, outcomes, ref)
+            verdict = judge(load, outcomes, ref)
+            verdict["load"] = name
             stages = idle_pools(srv.url)
             verdict["wall_s"] = round(wall, 2)
             verdict["pools_idle"] = pools(stages) == idle
