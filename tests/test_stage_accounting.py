@@ -29,10 +29,10 @@ def test_in_flight_counts_the_running_the_parked_and_the_prefetched():
 def test_moves_are_timed_into_the_stats():
     stage = PipeMaxStage.__new__(PipeMaxStage)
     stage.stats = PipeMaxStats()
-    with stage._moving():
+    with stage._moving("park"):
         sum(range(10_000))
     stage.stats.parks, stage.stats.rejoins = 3, 1
-    assert stage.stats.kv_move_s > 0
+    assert stage.stats.kv_move_s > 0 and stage.stats.move_phase_s["park"] == stage.stats.kv_move_s
     d = stage.stats.to_dict()
     assert d["kv_move_ms"] == 1e3 * stage.stats.kv_move_s / 4
 

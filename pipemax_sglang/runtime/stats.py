@@ -16,6 +16,8 @@ class PipeMaxStats:
     d2h_bytes: int = 0             # KV newly written device -> host when parking
     prefetch_stall_s: float = 0.0  # time a turn waited for its prefetch to land
     kv_move_s: float = 0.0         # scheduler time spent parking, issuing prefetches, rejoining
+    move_phase_s: dict = field(default_factory=dict)   # kv_move_s by phase: park, issue, rejoin
+    moved_kv_tokens: int = 0       # context tokens of every request parked or rejoined
     prefetch_deferred: int = 0     # planned rejoins that could not be brought back in time
     recomputes: int = 0            # requests SGLang retracted (its recompute path)
     host_full_skips: int = 0       # parks skipped because host memory was full (fallback)

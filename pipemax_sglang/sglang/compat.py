@@ -182,18 +182,51 @@ def is_aborting(req) -> bool:
     return req.to_finish is not None
 
 
-def wait_loads(sched) -> None:
-    """The prefetch fence (runtime/fences.py): the forward comes after every load-back issued
-    so far (HiCache's load acks, cache_controller.ack_load_queue). All of them, not only those
-    of the rejoining requests' own nodes: a request whose path another request's load is
-    still filling matches those nodes as device-resident and issues no load of its own."""
+def start_loads(sched) -> tuple[object | None, float]:
+    """Start the load-backs queued by this ingest's prefetches (init_load_back) as one
+    HiCache operation; returns (its ack, seconds stalled for a load slot).
+
+    HiCache tracks loads in a LayerDoneCounter of three slots and asserts that a slot's last
+    load finished before it is reused (cache_controller.py:92-97): if the slot this load
+    takes is still busy (the link is three loads behind), wait for it here rather than trip
+    the assertion. The ack (cache_controller.py:1058, HiCacheAck: finish_event, node_ids) is
+    what a turn fences on."""
+    cc = sched.tree_cache.cache_controller
+    counter = cc.layer_done_counter
+    slot = counter.events[(counter.producer_index + 1) % counter.num_counters].finish_event
+    stall = 0.0
+    if not slot.query():
+        import time
+
+        start = time.perf_counter()
+        slot.synchronize()
+        stall = time.perf_counter() - start
+    if sched.tree_cache.ready_to_load_host_cache() < 0:
+        return None, stall
+    return cc.ack_load_queue[-1], stall
+
+
+def last_load(sched):
+    """The newest load-back still queued (HiCache's ack queue is FIFO, as its H2D stream
+    is: a fence on it covers every load issued before), or None when all were reaped."""
+    queue = sched.tree_cache.cache_controller.ack_load_queue
+    return queue[-1] if queue else None
+
+
+def wait_load(sched, ack) -> None:
+    """The prefetch fence (runtime/fences.py): the forward comes after `ack`'s load and,
+    the H2D stream being FIFO, every load issued before it. Loads issued later (for later
+    turns) run on beside the forward."""
     import torch
 
     from pipemax_sglang.runtime.fences import fence_loads
 
-    cc = sched.tree_cache.cache_controller
-    events = [ack.finish_event for ack in list(cc.ack_load_queue)]
-    fence_loads(events, getattr(sched, "forward_stream", None), torch.cuda.is_available())
+    if ack is not None:
+        fence_loads([ack.finish_event], getattr(sched, "forward_stream", None), torch.cuda.is_available())
+
+
+def writes_pending(tree_cache) -> bool:
+    return getattr(tree_cache, "cache_controller", None) is not None and bool(tree_cache.ongoing_write_through)
 
 
 def order_park_after_forward(sched, mb: int) -> None:

@@ -68,6 +68,7 @@ class PipeMaxScheduler(Scheduler):
             "scheduler": type(self).__name__,
             "config": self.pipemax_config.public_dict(),
             "device_kv_tokens": int(self.max_total_num_tokens),
+            "kv_bytes_per_token": compat.kv_bytes_per_token(self),
             "hierarchical_cache": compat.hierarchical_cache_enabled(),
             "pipemax": self.pipemax.status() if self.pipemax else {},
             "pools": compat.pool_usage(self),

@@ -50,6 +50,9 @@ class PipeMaxStage:
         self.pool: dict[str, ParkedReq] = {}                  # admission order kept
         self.tasks: list[PipeMaxPlan] = []                    # rejoins not yet prefetched
         self.prefetched: dict[int, list[Prefetch]] = defaultdict(list)   # by target turn
+        self.load_marks: dict[int, tuple[int, Any]] = {}   # target turn -> (seq, the load ack it waits on)
+        self._load_seq = 0
+        self._loads_queued = False
         self.outbox: list[PipeMaxPlan] = []
         self.stats = PipeMaxStats(mb_rows_last=[0] * self.M)
         self.arrivals = 0
@@ -82,13 +85,15 @@ class PipeMaxStage:
                        moves_serialize=not platform.has_cuda())
 
     @contextlib.contextmanager
-    def _moving(self):
-        """Time a KV move (park, prefetch issue, rejoin) into stats.kv_move_s."""
+    def _moving(self, phase: str):
+        """Time a KV move into stats.kv_move_s and its phase's counter (park, issue, rejoin)."""
         start = time.perf_counter()
         try:
             yield
         finally:
-            self.stats.kv_move_s += time.perf_counter() - start
+            dt = time.perf_counter() - start
+            self.stats.kv_move_s += dt
+            self.stats.move_phase_s[phase] = self.stats.move_phase_s.get(phase, 0.0) + dt
 
     # ---- queries -------------------------------------------------------------------------
     def busy(self) -> bool:
@@ -139,7 +144,7 @@ class PipeMaxStage:
         if self.stock:
             return
         if msg.park:
-            with self._moving():
+            with self._moving("park"):
                 self._park(msg)
         if msg.rejoin:
             self.tasks.append(msg)
@@ -182,6 +187,7 @@ class PipeMaxStage:
         keep = [i for i, r in enumerate(batch.reqs) if r not in parked]
         batch.filter_batch(keep_indices=keep)
         self.stats.parks += len(parked)
+        self.stats.moved_kv_tokens += sum(r.pipemax_parked.kv_len for r in parked)
         self._note_pool()
 
     def make_decode_room(self, batch) -> None:
@@ -197,7 +203,7 @@ class PipeMaxStage:
         would fail a request that fits once the other micro-batches release their memory."""
         if not batch.reqs or batch.check_decode_mem():
             return
-        with self._moving():
+        with self._moving("park"):
             self._make_room(batch)
 
     @staticmethod
@@ -211,7 +217,15 @@ class PipeMaxStage:
         keep = self.keep_order(batch, self.stock or compat.retraction_by_priority())
         parked = []
         retracted = []
+        unreaped = False
         while keep and not batch.check_decode_mem(selected_indices=keep):
+            if unreaped:
+                # what was parked since the last reap becomes evictable once its newest
+                # tokens are written to host (the prompt usually is already): reap, then look
+                # again before parking another
+                compat.reap_writes(tc)
+                unreaped = False
+                continue
             req = batch.reqs[keep[-1]]
             if self.stock or not compat.reserve_host(self.sched, req.kv.kv_committed_len):
                 if not self.stock:
@@ -228,8 +242,9 @@ class PipeMaxStage:
             self._finish_park(p)
             self.stats.d2h_bytes += new_tokens * compat.kv_bytes_per_token(self.sched)
             self.stats.parks += 1
+            self.stats.moved_kv_tokens += L
             parked.append(req)
-            compat.reap_writes(tc)   # parked nodes become evictable once written to host
+            unreaped = compat.writes_pending(tc)
         if parked or retracted:
             batch.filter_batch(keep_indices=sorted(keep))
             self._note_pool()
@@ -275,36 +290,51 @@ class PipeMaxStage:
         due = [t for t in self.tasks if t.issue_turn <= self.turn]
         if not due:
             return
-        with self._moving():
+        with self._moving("issue"):
             self._issue(due)
 
     def _issue(self, due: list[PipeMaxPlan]) -> None:
+        """Match each rejoining request's path, queue the load-back of its host-only nodes and
+        lock it; start the loads as one operation, and note the fence each target turn will
+        wait on. Nothing here waits for a write: only when a load finds no device room while
+        parked nodes still await their write-through ack (they become evictable with it) are
+        the writes reaped, once, and those loads retried."""
         self.tasks = [t for t in self.tasks if t.issue_turn > self.turn]
         tc = self.sched.tree_cache
-        # Parked nodes become evictable only when their write-through is acked; a load that
-        # needs their room must not find them still pinned (pp 1 parks and prefetches at the
-        # same ingest). Waits only for D2H copies already queued: the newest tokens.
-        compat.reap_writes(tc)
-        loads = 0
-        for msg in due:
-            for rid in msg.rejoin:
-                p = self.pool.get(rid)
-                if p is None or p.req.finished() or compat.is_aborting(p.req):
-                    continue
-                pf, lost = kv_moves.prefetch(p, tc, msg.target_turn)
-                if lost:
-                    self._recompute(p)
-                    continue
-                if pf is None:
-                    self.stats.prefetch_deferred += 1
-                    continue
-                self.pool.pop(rid)
-                self.prefetched[msg.target_turn].append(pf)
-                loads += pf.host_tokens > 0
-                self.stats.h2d_bytes += pf.host_tokens * compat.kv_bytes_per_token(self.sched)
-        if loads:
-            tc.ready_to_load_host_cache()
+        wanted = [(msg.target_turn, self.pool.get(rid)) for msg in due for rid in msg.rejoin]
+        wanted = [(t, p) for t, p in wanted
+                  if p is not None and not p.req.finished() and not compat.is_aborting(p.req)]
+        short = self._prefetch(wanted)
+        if short and compat.writes_pending(tc):
+            compat.reap_writes(tc)
+            short = self._prefetch(short)
+        self.stats.prefetch_deferred += len(short)
+        ack, stall = compat.start_loads(self.sched) if self._loads_queued else (None, 0.0)
+        self._loads_queued = False
+        self.stats.prefetch_stall_s += stall
+        mark = ack or compat.last_load(self.sched)
+        if mark is not None:
+            self._load_seq += 1
+            for target in {t for t, _ in wanted}:
+                self.load_marks[target] = (self._load_seq, mark)
         self._note_pool()
+
+    def _prefetch(self, wanted: list) -> list:
+        """Prefetch (target_turn, parked) pairs; returns those the device could not take."""
+        tc = self.sched.tree_cache
+        short = []
+        for target, p in wanted:
+            pf, lost = kv_moves.prefetch(p, tc, target)
+            if lost:
+                self._recompute(p)
+            elif pf is None:
+                short.append((target, p))
+            else:
+                self.pool.pop(p.rid)
+                self.prefetched[target].append(pf)
+                self._loads_queued |= pf.host_tokens > 0
+                self.stats.h2d_bytes += pf.host_tokens * compat.kv_bytes_per_token(self.sched)
+        return short
 
     # ---- the turn --------------------------------------------------------------------------
     def before_turn(self, running_batch):
@@ -316,8 +346,12 @@ class PipeMaxStage:
         for pf in pfs:
             if pf.parked.req.finished():
                 self._drop(pf.parked, pf)
+        mark = self.load_marks.pop(self.turn, None)
         if later:
             self.prefetched[self.turn + 1].extend(later)
+            if mark is not None:     # they wait a turn, on the later of the two fences
+                self.load_marks[self.turn + 1] = max(mark, self.load_marks.get(self.turn + 1, mark),
+                                                     key=lambda m: m[0])
         if _DEBUG and (pfs or self.turn % 50 == 0):
             logger.warning("pipemax pp%d turn %d before: ready=%d later=%d running=%d pool=%d tasks=%d",
                            self.ranks.pp_rank, self.turn, len(ready), len(later), len(running_batch.reqs),
@@ -325,15 +359,16 @@ class PipeMaxStage:
         if not ready:
             return running_batch
         start = time.perf_counter()
-        compat.wait_loads(self.sched)
+        compat.wait_load(self.sched, mark[1] if mark is not None else None)
         self.stats.prefetch_stall_s += time.perf_counter() - start
         tc = self.sched.tree_cache
-        with self._moving():
+        with self._moving("rejoin"):
             for pf in ready:
                 kv_moves.release_host_lock(pf.parked, tc)
                 pf.parked.req.pipemax_parked = None
             nb = kv_moves.rejoin(ready, self.sched)
         self.stats.rejoins += len(ready)
+        self.stats.moved_kv_tokens += sum(pf.parked.kv_len for pf in ready)
         self.stats.rejoined_in_batch_sum += len(ready)
         if running_batch.is_empty():
             return nb
@@ -407,7 +442,7 @@ class PipeMaxStage:
         for req in batch.reqs:
             p = getattr(req, "pipemax_parked", None)
             if p is not None and not p.ready and not req.finished():
-                with self._moving():
+                with self._moving("park"):
                     self._finish_park(p)
                 if self.stock:
                     self._hand_back()

@@ -1,0 +1,93 @@
+"""What does a KV move cost the scheduler? Parks and rejoins on the real stack.
+
+    python benchmarks/bench_moves.py [--quick] [--json PATH]
+
+For n requests of L prompt tokens (n in 1, 16, 64, 256; L in 64, 512, 2,048; --quick: n in
+1, 16, 64, L in 64, 512), a pipemax_sglang.Engine (pp 1, the built-in tiny model) decodes 16
+tokens each with the device KV pool just above what they keep in flight (pressed: the
+decider keeps 5% free) and
+`--pipemax-stream always`: after every turn each decoded row is parked and brought back for
+the next, so every turn moves the whole micro-batch both ways. The stage times its own
+scheduler work per move (park: checkpoint into the radix tree, write-through, row freed;
+issue: match, load-back, lock; rejoin: rows, KV lengths, the decode batch) and reports it
+(`kv_move_s`, by phase). Prints a line per point, and writes JSON: per point us_per_move,
+us_per_kv_mb (scheduler time per MB of KV handed between the tiers), the phases, moves,
+and at n = 64 (the acceptance point) `us_per_move` and `us_per_kv_mb` at the top level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.engine_process import EngineProcess  # noqa: E402
+
+NEW = 16
+
+
+def point(model: str, n: int, L: int, seed: int = 0) -> dict:
+    rng = random.Random(seed + 1000 * n + L)
+    prompts = [[rng.randrange(4, 1024) for _ in range(L)] for _ in range(n)]
+    inflight = n * (L + NEW)
+    device = int(1.02 * inflight) + 2     # everything fits; the 5% reserve makes it pressed
+    with EngineProcess(model_path=model, max_total_tokens=device, log_level="error",
+                       pipemax_stream="always", pipemax_host_kv_tokens=4 * inflight + 4096) as eng:
+        eng.generate(input_ids=prompts, sampling_params={"temperature": 0, "max_new_tokens": NEW,
+                                                          "ignore_eos": True})
+        st = eng.status()["stages"][0]
+    p = st["pipemax"]
+    moves = p["parks"] + p["rejoins"]
+    per_token = int(st["kv_bytes_per_token"])
+    kv_mb = p["moved_kv_tokens"] * per_token / 1e6
+    return {
+        "requests": n, "prompt_tokens": L, "device_tokens": device, "moves": moves,
+        "parks": p["parks"], "rejoins": p["rejoins"], "recomputes": p["recomputes"],
+        "kv_move_s": p["kv_move_s"], "phase_s": p["move_phase_s"],
+        "us_per_move": 1e6 * p["kv_move_s"] / moves if moves else None,
+        "us_per_kv_mb": 1e6 * p["kv_move_s"] / kv_mb if kv_mb else None,
+        "phase_us_per_move": {k: 1e6 * v / moves for k, v in p["move_phase_s"].items()} if moves else {},
+        "kv_mb": kv_mb, "kv_bytes_per_token": per_token, "h2d_bytes": p["h2d_bytes"],
+        "d2h_bytes": p["d2h_bytes"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    from pipemax_sglang.models import ensure_tiny_model
+
+    model = ensure_tiny_model()
+    grid = [(n, L) for n in ((1, 16, 64) if a.quick else (1, 16, 64, 256))
+            for L in ((64, 512) if a.quick else (64, 512, 2048))]
+    rows = []
+    for n, L in grid:
+        r = point(model, n, L)
+        rows.append(r)
+        phases = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["phase_us_per_move"].items()))
+        print(f"bench_moves n={n:4d} L={L:5d}: {r['moves']:6d} moves, "
+              f"{r['us_per_move'] or 0:8.1f} us/move ({phases}), "
+              f"{r['us_per_kv_mb'] or 0:9.1f} us/KV MB, recomputes {r['recomputes']}", flush=True)
+    at64 = [r for r in rows if r["requests"] == 64 and r["us_per_move"] is not None]
+    out = {
+        "us_per_move": max(r["us_per_move"] for r in at64) if at64 else None,
+        "us_per_kv_mb": max(r["us_per_kv_mb"] for r in at64) if at64 else None,
+        "points": rows,
+    }
+    print(f"bench_moves: at 64 requests {out['us_per_move']:.1f} us per move (worst L), "
+          f"{out['us_per_kv_mb']:.1f} us per KV MB")
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
