@@ -10,6 +10,7 @@ tested in milliseconds: the engine side is pipemax_sglang/sglang/batch_runner.py
     plan.py       what is left to do: IN against what OUT already holds
     progress.py   the tally of this run, shown as a bar (terminal) or a line every N s
     summary.py    the end of a run, as text and as JSON
+    signals.py    SIGINT / SIGTERM as an exception while no event loop runs
     sample.py     a seeded sample IN file (`make demo`, tests)
 
 The protocol, in order (run_batch.py):
