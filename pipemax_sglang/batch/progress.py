@@ -11,6 +11,7 @@ files (None where PipeMax is off).
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, TextIO
@@ -111,6 +112,11 @@ class BarProgress:
     def __init__(self, stream: TextIO, total: int) -> None:
         from tqdm import tqdm
 
+        # tqdm's default write lock includes a multiprocessing lock, a named semaphore; made in
+        # this process after SGLang set the "spawn" start method and started its processes, its
+        # cleanup at exit made the resource tracker print a KeyError traceback (seen on every
+        # terminal run). One bar in one process needs only a thread lock.
+        tqdm.set_lock(threading.RLock())
         self._bar = tqdm(total=total, unit="req", desc=TAG, file=stream, dynamic_ncols=True, smoothing=0.1)
 
     def show(self, tally: Tally, parked: int | None) -> None:

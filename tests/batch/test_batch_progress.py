@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from pipemax_sglang.batch.progress import LineProgress, Tally, clock_time, make_display, progress_line
+from pipemax_sglang.batch.progress import BarProgress, LineProgress, Tally, clock_time, make_display, progress_line
 
 
 class FakeClock:
@@ -60,3 +60,17 @@ def test_clock_time():
 
 def test_a_pipe_gets_lines_not_a_bar():
     assert isinstance(make_display(io.StringIO(), 10, 5.0), LineProgress)
+
+
+def test_the_terminal_bar_draws_done_of_total_with_rate_and_parked_on_a_thread_lock():
+    from tqdm import tqdm
+    from tqdm.std import TqdmDefaultWriteLock
+
+    out = io.StringIO()
+    bar = BarProgress(out, total=3)
+    # no multiprocessing semaphore for one bar: made beside SGLang's spawned processes, its
+    # cleanup printed a resource-tracker traceback at exit
+    assert not isinstance(tqdm.get_lock(), TqdmDefaultWriteLock)
+    tally = Tally(total=3, started=0.0, ok=3, output_tokens=30)
+    bar.close(tally, parked=2)
+    assert "3/3" in out.getvalue() and "parked=2" in out.getvalue()
