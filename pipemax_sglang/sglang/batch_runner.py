@@ -1,8 +1,9 @@
-"""The batch run on a live engine: pending lines stream through SGLang's OpenAI endpoints, at
-most N at a time, and each record is appended the moment its request completes.
+"""The batch run on a live engine: start it, stream the pending lines through SGLang's OpenAI
+endpoints (batch/feeder.py: at most N at a time, each record appended as it completes), shut
+it down, print the summary.
 
-    engine start ─┬─ feed: read line, create task ──(N in flight: wait for one)── ... ─ drain
-                  ├─ each completion: append record (whole line), tally it
+    engine start ─┬─ feeder: read line, ask ──(N in flight: wait for one)── ... ─ drain
+                  │          each answer: append record (whole line), tally it
                   └─ ticker: every TICK_S redraw progress (parked now from PipeMax's status files)
 
 Everything runs on the Engine's own asyncio loop, in the main thread (the tokenizer manager's
@@ -28,11 +29,12 @@ import traceback
 from typing import Iterator, NamedTuple
 
 from pipemax_sglang import env
+from pipemax_sglang.batch.feeder import Feeder
 from pipemax_sglang.batch.options import BatchOptions
 from pipemax_sglang.batch.plan import BatchPlan
 from pipemax_sglang.batch.progress import TAG, Display, Tally, make_display
 from pipemax_sglang.batch.requests import BatchRequest, InvalidLine
-from pipemax_sglang.batch.results import Resume, ResultWriter, answered_record, invalid_record
+from pipemax_sglang.batch.results import Resume, ResultWriter
 from pipemax_sglang.batch.signals import Interrupted, raise_on_signals
 from pipemax_sglang.batch.summary import BatchSummary, parked_now
 from pipemax_sglang.config import PipeMaxConfig
@@ -44,7 +46,6 @@ from pipemax_sglang.sglang.openai_endpoints import Answer, OpenAIEndpoints
 from sglang.srt.utils import kill_process_tree
 
 TICK_S = 0.5           # progress redraw period (a line display prints only every --progress-every)
-YIELD_EVERY = 256      # lines fed between yields to the loop, when none has to wait (invalid lines)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
 
 
@@ -54,24 +55,24 @@ class Outcome(NamedTuple):
 
 
 class BatchRun:
-    """One pass over the pending lines on a started engine."""
+    """One pass over the pending lines on a started engine: the Feeder (batch/feeder.py) with
+    SGLang's endpoints as its answer, stop signals wired to it, and a progress ticker."""
 
     def __init__(self, engine: Engine, items: Iterator[BatchRequest | InvalidLine], writer: ResultWriter,
                  tally: Tally, display: Display, max_in_flight: int) -> None:
         self.engine = engine
-        self.items = items
-        self.writer = writer
-        self.tally = tally
         self.display = display
-        self.max_in_flight = max_in_flight
-        self.stopped_by: int | None = None
+        self.tally = tally
+        self.feeder = Feeder(items, self._answer, writer, tally, max_in_flight)
+        self._endpoints: OpenAIEndpoints | None = None
 
     def run(self) -> Outcome:
         self.engine.loop.run_until_complete(self._main())
-        if self.stopped_by == signal.SIGQUIT:
+        stopped_by = self.feeder.stopped_by
+        if stopped_by == signal.SIGQUIT:
             return Outcome("engine failed (an SGLang process exited; its error is above)", 1)
-        if self.stopped_by is not None:
-            return Outcome(f"interrupted by {signal.Signals(self.stopped_by).name}", 128 + self.stopped_by)
+        if stopped_by is not None:
+            return Outcome(f"interrupted by {signal.Signals(stopped_by).name}", 128 + stopped_by)
         return Outcome("complete", 0)
 
     def parked(self) -> int | None:
@@ -80,64 +81,21 @@ class BatchRun:
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         compat.start_tokenizer_loop(self.engine)   # its signal handlers first, ours over them
-        main = asyncio.current_task()
         for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, self._stop, sig, main)
-        endpoints = OpenAIEndpoints(self.engine)
+            loop.add_signal_handler(sig, self.feeder.stop, sig)
+        self._endpoints = OpenAIEndpoints(self.engine)
         ticker = loop.create_task(self._tick())
-        pending: set[asyncio.Task] = set()
         self.tally.started = time.monotonic()
         try:
-            await self._feed(endpoints, pending)
-        except asyncio.CancelledError:
-            if self.stopped_by is None:
-                raise
+            await self.feeder.run()
         finally:
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             ticker.cancel()
-            # a request that completed while we were stopping is written, not dropped
-            for task in pending:
-                if task.done() and not task.cancelled() and task.exception() is None:
-                    self._finish(*task.result())
-                else:
-                    task.cancel()
-            await asyncio.gather(*pending, ticker, return_exceptions=True)
+            await asyncio.gather(ticker, return_exceptions=True)
 
-    def _stop(self, sig: int, main: asyncio.Task) -> None:
-        if self.stopped_by is None:
-            self.stopped_by = sig
-            main.cancel()
-
-    async def _feed(self, endpoints: OpenAIEndpoints, pending: set[asyncio.Task]) -> None:
-        fed = 0
-        for item in self.items:
-            if isinstance(item, InvalidLine):
-                self.writer.append(invalid_record(item))
-                self.tally.add_invalid()
-            else:
-                while len(pending) >= self.max_in_flight:
-                    await self._collect(pending)
-                pending.add(asyncio.ensure_future(self._answer(endpoints, item)))
-            fed += 1
-            if fed % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-        while pending:
-            await self._collect(pending)
-
-    async def _collect(self, pending: set[asyncio.Task]) -> None:
-        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            pending.discard(task)
-            self._finish(*task.result())
-
-    @staticmethod
-    async def _answer(endpoints: OpenAIEndpoints, item: BatchRequest) -> tuple[BatchRequest, Answer]:
-        return item, await endpoints.answer(item.url, item.body)
-
-    def _finish(self, item: BatchRequest, answer: Answer) -> None:
-        self.writer.append(answered_record(item.custom_id, answer.status_code, answer.body))
-        self.tally.add_answer(answer.status_code, answer.body)
+    async def _answer(self, item: BatchRequest) -> Answer:
+        return await self._endpoints.answer(item.url, item.body)
 
     async def _tick(self) -> None:
         while True:
