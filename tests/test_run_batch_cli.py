@@ -66,3 +66,14 @@ def test_help_lists_the_runners_sglangs_and_pipemaxs_flags():
     for flag in ("--input-file", "--skip-invalid", "--summary-json", "--model-path", "--pp-size",
                  "--pipemax-host-kv-tokens"):
         assert flag in proc.stdout
+
+
+def test_the_console_script_is_the_same_main():
+    import tomllib
+    from pathlib import Path
+
+    from pipemax_sglang import run_batch
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["pipemax-run-batch"] == "pipemax_sglang.run_batch:main"
+    assert callable(run_batch.main)

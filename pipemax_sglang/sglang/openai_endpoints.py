@@ -44,10 +44,6 @@ class OpenAIEndpoints:
     def __init__(self, engine) -> None:
         self._routes = compat.openai_routes(engine)
 
-    @property
-    def urls(self) -> tuple[str, ...]:
-        return tuple(self._routes)
-
     async def answer(self, url: str, body: dict[str, Any]) -> Answer:
         handler, request_model = self._routes[url]
         try:
