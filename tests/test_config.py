@@ -26,7 +26,7 @@ def test_kwargs_and_cli_agree():
 
 
 def test_engine_kwargs_rebuild_the_config():
-    for cfg in (PipeMaxConfig(selector="fcfs", host_kv_tokens=4096, stream="never", status_dir="/tmp/s"),
+    for cfg in (PipeMaxConfig(selector="fcfs", host_kv_tokens=4096, stream="never", status_dir="status-s"),
                 PipeMaxConfig(enabled=False, emulate_link_gbps=2.0)):
         back, rest = PipeMaxConfig.from_kwargs(cfg.engine_kwargs())
         assert back == cfg and back.status_dir == cfg.status_dir
