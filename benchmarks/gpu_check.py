@@ -3,7 +3,7 @@
     python benchmarks/gpu_check.py [--json PATH]      # on a CUDA GPU, about a minute
     python benchmarks/gpu_check.py --cpu-smoke        # tiny sizes on CPU: code paths only
 
-Three measurements, one table (METHOD.md: CUDA events, warm-up, median of repeats):
+Three measurements, one table (CUDA events, warm-up, median of repeats):
 1. plain pinned copies, 1 GiB each way: the link's ceiling for H2D and D2H;
 2. the KV transfer path PipeMax drives (torch only): scattered tokens of a page-first
    pinned host pool gathered into a pinned staging buffer, one H2D copy on a side stream,

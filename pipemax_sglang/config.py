@@ -44,8 +44,11 @@ class PipeMaxConfig:
     # budget bind as PCIe would). None: no throttle.
     emulate_link_gbps: float | None = None
     # Whether a pressed micro-batch parks its rows after each turn so that others stream in
-    # (policy.py): auto decides from the measured price of a move, always / never force it.
+    # (core/decider.py): auto decides from the measured price of a move, always / never force it.
     stream: str = "auto"
+    # Seconds of pending work without progress after which PipeMax hands its parked requests
+    # back to SGLang's own path and steps aside (core/watchdog.py); 0 disables.
+    watchdog_s: float = 30.0
     # Write each stage's batch composition per step to status_dir (tests check PP agreement).
     record_batches: bool = False
     # Where each scheduler process writes its status JSON; set by the entry points.
@@ -71,6 +74,8 @@ class PipeMaxConfig:
             math.isfinite(self.emulate_link_gbps) and self.emulate_link_gbps > 0
         ):
             raise bad("emulate-link-gbps", f"must be a positive number of GB/s, got {self.emulate_link_gbps}")
+        if not (math.isfinite(self.watchdog_s) and self.watchdog_s >= 0):
+            raise bad("watchdog-s", f"must be a number of seconds >= 0 (0 disables), got {self.watchdog_s}")
         if not self.enabled:
             # The link emulation describes the machine, not PipeMax: stock SGLang's HiCache
             # copies run through it too, so side-by-side runs share one link.
@@ -131,6 +136,12 @@ class PipeMaxConfig:
 
     def with_status_dir(self, path: str) -> "PipeMaxConfig":
         return dataclasses.replace(self, status_dir=path)
+
+    def decider(self):
+        """The decider's part of the config (core.DeciderConfig)."""
+        from pipemax_sglang.core.decider import DeciderConfig
+
+        return DeciderConfig(self.selector, self.stream, self.budget_margin)
 
     def public_dict(self) -> dict[str, Any]:
         """The options as a user gave them (status endpoints show this)."""
@@ -217,6 +228,9 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument(_flag("stream"), dest="stream", default="auto",
                    help="Stream parked rows through the micro-batches: auto (default: when the measured "
                         "price of a move pays for it), always, or never (park only when a step does not fit).")
+    g.add_argument(_flag("watchdog_s"), dest="watchdog_s", type=float, default=30.0,
+                   help="Seconds of pending work without progress after which PipeMax hands its parked "
+                        "requests back to SGLang and steps aside (default 30; 0 disables).")
     g.add_argument(_flag("record_batches"), dest="record_batches", action="store_true",
                    help="Record every stage's batch composition per step in the status directory.")
     g.add_argument(_flag("status_dir"), dest="status_dir", default=None,

@@ -1,5 +1,6 @@
 """Shared fixtures. Two tiers: `pytest -m "not integration"` runs in seconds with no engine;
-the integration tier starts real SGLang processes (engines shared per module where configs allow).
+the integration tier (tests/integration/, tests/load/) starts real SGLang processes (engines
+shared per module where configs allow).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ if str(ROOT) not in sys.path:  # tests.support, also inside spawned engine proce
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "integration" in item.nodeid.split("::")[0].split(os.sep):
+        if {"integration", "load"} & set(item.nodeid.split("::")[0].split(os.sep)):
             item.add_marker(pytest.mark.integration)
 
 

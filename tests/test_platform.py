@@ -42,10 +42,10 @@ def test_launch_environment_sets_and_restores(monkeypatch):
     monkeypatch.delenv(env.CONFIG_VAR, raising=False)
     monkeypatch.setenv("SGLANG_PLUGINS", "other")
     monkeypatch.delenv(env.CPU_BIND_VAR, raising=False)
-    cfg = PipeMaxConfig(selector="fcfs", status_dir="/tmp/s")
+    cfg = PipeMaxConfig(selector="fcfs", status_dir="run/status")
     with platform.launch_environment(cfg, local_ranks=2):
         assert PipeMaxConfig.from_json(os.environ[env.CONFIG_VAR]) == cfg
-        assert json.loads(os.environ[env.CONFIG_VAR])["status_dir"] == "/tmp/s"
+        assert json.loads(os.environ[env.CONFIG_VAR])["status_dir"] == "run/status"
         assert os.environ["SGLANG_PLUGINS"] == "other,pipemax"
         if not platform.has_cuda():
             assert len(os.environ[env.CPU_BIND_VAR].split("|")) == 2

@@ -1,6 +1,6 @@
 """Interpreter start-up hook of the CPU environment (run from pipemax_sglang_cpu.pth).
 
-Why it exists (measured, ../shared/docs/sglang-on-cpu.md): on a CPU-only torch, three things
+Why it exists (measured, docs/sglang-on-cpu.md): on a CPU-only torch, three things
 stop SGLang 0.5.23 before any PipeMax code could run, in every process, spawned children
 included:
 

@@ -1,4 +1,4 @@
-"""The sliding-window prefetch budget (DESIGN section 4, "Prefetch budget").
+"""The sliding-window prefetch budget (docs/design.md section 4, "Prefetch budget").
 
 One `LinkTimeline` per stage knows two things: when that stage's H2D link is next free
 (FIFO: transfers queue behind each other), and the predicted slot time of every micro-batch

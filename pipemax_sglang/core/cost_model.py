@@ -1,6 +1,6 @@
 """Step-time and transfer-time models.
 
-Step time of a micro-batch on one stage (DESIGN section 4):
+Step time of a micro-batch on one stage (docs/design.md section 4):
 
     t(m) = a + b * rows + c * sum(context)      (0 when the micro-batch is empty: no step runs)
 

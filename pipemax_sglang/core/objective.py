@@ -29,7 +29,7 @@ m holds K = (R - P) + S. With t(.) the step-cost model (0 for an empty micro-bat
                                         a renewable resource, use it, but never trade a
                                         row, or one round of ageing (eps < 1/A = 1/16), for it
 
-Why not penalise |t(m) - mean(other t)| (DESIGN section 4's "t(m) near the mean")? That
+Why not penalise |t(m) - mean(other t)| (docs/design.md section 4's "t(m) near the mean")? That
 penalty has no natural unit, so lambda becomes a tuning knob, and it freezes growth: once
 all micro-batches are equal no one may grow past the mean, however much budget and memory
 are free. What balance costs in a pipeline is bubble time, and only once m is the slowest

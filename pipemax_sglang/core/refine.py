@@ -1,4 +1,4 @@
-"""Stage 2 of the greedy selector: local refinement (DESIGN section 4, "Selector").
+"""Stage 2 of the greedy selector: local refinement (docs/design.md section 4, "Selector").
 
 Moves between chosen and unchosen free candidates (never the forced ones): add, drop,
 1-for-1, and for at most SMALL_N free candidates also 1-for-2, 2-for-1, 2-for-2 and

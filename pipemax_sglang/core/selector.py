@@ -1,4 +1,4 @@
-"""The two-stage greedy selector (DESIGN section 4, "Selector").
+"""The two-stage greedy selector (docs/design.md section 4, "Selector").
 
     plan = select_greedy(inp)
 
@@ -16,7 +16,7 @@ Only the head of the order is sorted (partition, ties at the cut kept whole); th
 walked only if something in it could still be added. Orders tried, best J kept:
   - aggregate: cost = sum over the resources that can run out (bytes, device tokens,
     rows, step time up to the bubble's kink) of use / room, weighted by how
-    oversubscribed each is; with only the budget binding this is DESIGN's "value per
+    oversubscribed each is; with only the budget binding this is docs/design.md's "value per
     byte" (a shared node split among the candidates that list it);
   - the aggregate re-weighted by what the first walk actually used up (usage^4);
   - for at most SMALL_N free candidates also value per host token and value per second

@@ -7,7 +7,7 @@ keeps the best so far) finds what a full grid would at a tenth of the runs:
                       M = pp; a shorter pipeline reads fewer weights a token but has
                       less HBM for KV
     2. micro-batches  M in {pp, pp + 1, 1.25 pp, 1.5 pp, 2 pp}: more in flight against
-                      more weight reads a cycle (DESIGN: M*R + 2*C <= D)
+                      more weight reads a cycle (docs/design.md: M*R + 2*C <= D)
     3. budget margin  {0.05, 0.1, 0.2}: budget used against stalls when slots run long
     4. row cap        none, or 1.25 x the mean rows of a turn: a cap keeps one micro-batch
                       from taking the window of the others

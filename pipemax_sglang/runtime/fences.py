@@ -1,6 +1,6 @@
 """Where PipeMax orders host<->device copies against compute, on a GPU and on our CPUs.
 
-Two fences, and why each exists (DESIGN section 5, invariant 3):
+Two fences, and why each exists (docs/design.md section 5, invariant 3):
 
     park      the write-through (D2H, HiCache's device_to_host stream) of a request that has
               just run must not read its KV before that forward wrote it:

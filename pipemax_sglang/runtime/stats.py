@@ -21,6 +21,7 @@ class PipeMaxStats:
     host_full_skips: int = 0       # parks skipped because host memory was full (fallback)
     aborted_parked: int = 0        # aborts served from the parked pool
     aborted_prefetching: int = 0   # aborts of requests whose prefetch was under way
+    handed_back: int = 0           # parked requests the watchdog gave to SGLang's own path
     plans: int = 0
     budget_bytes_total: int = 0
     plan_bytes_total: int = 0

@@ -124,6 +124,23 @@ def host_free_tokens(sched) -> int:
     return 0 if pool is None else int(pool.available_size())
 
 
+def reserve_host(sched, tokens: int) -> bool:
+    """Whether the host tier can take `tokens` more KV tokens, after reclaiming cold host-only
+    cache for them as SGLang's own write path does when a backup finds the pool full
+    (unified_radix_cache.py:1745-1749, evict_host). Free slots alone are the wrong measure:
+    under load the host pool fills with host-only copies of finished requests' prefixes,
+    which SGLang frees only on demand, so `available_size()` sits near zero while almost all
+    of it is reclaimable. Host-locked (parked) paths are never reclaimed. Deterministic for
+    equal trees (the eviction order is a logical clock), so every stage reclaims the same."""
+    pool = host_pool(sched)
+    if pool is None:
+        return False
+    short = tokens - int(pool.available_size())
+    if short > 0:
+        sched.tree_cache.evict_host(short)
+    return int(pool.available_size()) >= tokens
+
+
 def kv_bytes_per_token(sched) -> int:
     """This stage's KV bytes per token (its layers only)."""
     pool = host_pool(sched)
@@ -296,6 +313,14 @@ def remaining_bound(req) -> int:
     bound: a stop token may end it sooner)."""
     limit = req.sampling_params.max_new_tokens
     return (limit if limit is not None else 1 << 30) - len(req.output_ids)
+
+
+def retract_for_recompute(sched, batch, idx: int, remaining: int) -> None:
+    """SGLang's retraction of one decode request (schedule_batch.py:3488, then
+    scheduler.py:4539): free its KV without a tree insert, reset it, queue it again."""
+    req = batch.reqs[idx]
+    batch.release_req(idx, remaining)
+    sched._add_request_to_queue(req, is_retracted=True)
 
 
 def requeue_for_recompute(sched, req) -> None:

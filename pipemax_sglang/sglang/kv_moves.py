@@ -1,4 +1,4 @@
-"""The four KV moves of PipeMax on SGLang's hierarchical radix cache (DESIGN section 3).
+"""The four KV moves of PipeMax on SGLang's hierarchical radix cache (docs/design.md section 3).
 
     park_begin(req)    after the request's forward on this stage: its KV [0, L) becomes radix
                        nodes (checkpoint), queued for write-through to host, and unlocked, so
@@ -21,7 +21,7 @@ Invariants kept here, and why they hold:
   parked; `load_back_threshold` is set to 1 so that short host tails are loaded too.
 - page_size 1 only (config check): with larger pages the unaligned tail is not in the tree.
 
-SGLang 0.5.23 call sequence measured in ../shared/docs/park-rejoin-in-sglang.md.
+SGLang 0.5.23 call sequence measured in docs/sglang-internals.md section 4.
 """
 
 from __future__ import annotations

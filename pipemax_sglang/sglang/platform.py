@@ -1,7 +1,7 @@
 """What a launch needs from the machine: CPU mode, CPU defaults, thread binding, environment.
 
 Applied by every entry point (Engine, launch_server) before SGLang starts a process, so a user
-sets nothing by hand (measured requirements: ../shared/docs/sglang-on-cpu.md):
+sets nothing by hand (measured requirements: docs/sglang-on-cpu.md):
 
 - No CUDA in torch -> CPU mode. The CPU environment's interpreter shim (cpu_shim/, installed by
   `make venv`, never by the GPU install) has already set SGLANG_USE_CPU_ENGINE and provides the

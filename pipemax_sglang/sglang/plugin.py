@@ -3,7 +3,7 @@
 Registered as entry point `sglang.srt.plugins: pipemax` (pyproject.toml). SGLang's
 `load_plugins()` runs it in the launcher, the Engine, every scheduler process and the
 detokenizer (processes start with `spawn`, so hooks must be registered in each child; this
-is the seam SGLang provides for it, ../shared/docs/sglang-extension-points.md section 1).
+is the seam SGLang provides for it, docs/sglang-internals.md section 1).
 
 What it installs, and when:
 - always -> the out-of-vocabulary prompt guard (request_guard.py): a bad request gets a 400

@@ -2,7 +2,7 @@
 
 Stock SGLang 0.5.23 forwards such ids to the model, whose embedding lookup raises IndexError
 in the scheduler process, and the whole server goes down (seen on CPU; see
-../shared/docs/sglang-on-cpu.md, "Quirks"). One bad request must cost a 4xx, not the server:
+docs/sglang-on-cpu.md, "Quirks"). One bad request must cost a 4xx, not the server:
 this BEFORE hook on TokenizerManager._validate_one_request (which already rejects over-long
 prompts with ValueError -> HTTP 400) adds the range check there.
 """

@@ -1,7 +1,7 @@
 """PipeMaxScheduler: SGLang's Scheduler with PipeMax inside, one per (pp_rank, tp_rank) process.
 
 Installed by the plugin (scheduler_install.py) in place of SGLang's Scheduler, in each spawned
-scheduler process, when a PipeMax config is present. Thin on purpose (STYLE.md: SGLang's
+scheduler process, when a PipeMax config is present. Thin on purpose (docs/design.md section 6: SGLang's
 Scheduler has six mixins): every override hands over to PipeMaxStage (stage.py) at one of the
 points where SGLang's PP loop and its normal loop meet:
 

@@ -31,7 +31,9 @@ from pipemax_sglang.runtime.stats import PipeMaxStats
 from pipemax_sglang.sglang import compat, kv_moves, platform
 from pipemax_sglang.sglang.kv_moves import ParkedReq, Prefetch
 from pipemax_sglang.sglang.messages import PipeMaxPlan
-from pipemax_sglang.sglang.policy import Decider, PoolEntry, TurnView
+from pipemax_sglang.core.admission import Admission, AdmissionView, admission, park_order
+from pipemax_sglang.core.decider import Decider, PoolEntry, TurnView
+from pipemax_sglang.core.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 _DEBUG = env.debug()
@@ -64,6 +66,8 @@ class PipeMaxStage:
         self._last_launch: tuple[float, list | None] | None = None
         self._launched: deque[int] = deque(maxlen=self.M)
         self.decider = self._make_decider() if compat.is_decider_rank() else None
+        self.watchdog = Watchdog(config.watchdog_s) if self.decider is not None else None
+        self.stock = False               # the watchdog tripped: SGLang's own path from now on
         self._admit_sent = self.M
         self.record = None
         if config.record_batches and config.status_dir:
@@ -74,7 +78,8 @@ class PipeMaxStage:
         k = compat.binding_kv_bytes_per_token(self.sched)
         gbps = self.config.emulate_link_gbps
         link = gbps * 1e9 if gbps else compat.link_bytes_per_s()
-        return Decider(self.config, k, self.ranks.pp_size, link, moves_serialize=not platform.has_cuda())
+        return Decider(self.config.decider(), k, self.ranks.pp_size, link,
+                       moves_serialize=not platform.has_cuda())
 
     @contextlib.contextmanager
     def _moving(self):
@@ -90,7 +95,9 @@ class PipeMaxStage:
         return bool(self.pool or self.tasks or any(self.prefetched.values()) or self.outbox)
 
     def inflight_rows(self) -> int:
-        return sum(len(b.reqs) for b in compat.running_batches(self.sched)) + len(self.pool)
+        """Live requests: the micro-batches' rows, the parked and the prefetched."""
+        prefetched = sum(len(v) for v in self.prefetched.values())
+        return sum(len(b.reqs) for b in compat.running_batches(self.sched)) + len(self.pool) + prefetched
 
     def inflight_tokens(self, running: int) -> int:
         """KV tokens of every live request: `running` (the micro-batches' rows), the parked,
@@ -106,25 +113,18 @@ class PipeMaxStage:
         return self.stats.kv_move_s / moves if moves >= MOVES_TO_PRICE else None
 
     def defer_admission(self, running_batch) -> bool:
-        """Whether this turn's micro-batch takes no new requests. While stage 0's plans
-        concentrate the rows in the first admit_mbs micro-batches (Decider.admit_mbs; the
-        same on every stage, as plans arrive at the same ingest), a prefill would cost one of
-        them a decode turn, every row a cycle: so new requests are prefilled in the others,
-        whose turns are empty, and drain into the busy ones from there; a busy micro-batch
-        admits only when it has no rows (the first fill). Parked requests waiting for room go
-        first: nothing is admitted while any waits. This rule does not hold back a chunked
-        prefill part-way. And in any case nothing is admitted while the pipeline is full
-        (M micro-batches of row_cap rows each) or the host tier cannot take the KV of what
-        is already in flight."""
-        if self.admit_mbs < self.M and not compat.prefill_in_progress(self.sched):
-            busy = self.turn % self.M < self.admit_mbs
-            if self.pool or (busy and not running_batch.is_empty()):
-                return True
-        elif not self.pool:
+        """Whether this turn's micro-batch takes no new requests (core/admission.py)."""
+        if self.stock:
             return False
-        if self.inflight_rows() >= self.M * compat.row_cap(self.sched):
-            return True
-        return compat.host_free_tokens(self.sched) <= compat.device_tokens(self.sched) // 20
+        rule = admission(AdmissionView(
+            turn=self.turn, num_mbs=self.M, admit_mbs=self.admit_mbs,
+            prefill_in_progress=compat.prefill_in_progress(self.sched), parked=len(self.pool),
+            running_rows=len(running_batch.reqs), inflight_rows=self.inflight_rows(),
+            row_cap=compat.row_cap(self.sched),
+            oldest_wait=max((p.rounds_waited for p in self.pool.values()), default=0)))
+        if rule is Admission.IF_HOST_ROOM:
+            return not compat.reserve_host(self.sched, compat.device_tokens(self.sched) // 20 + 1)
+        return rule is Admission.DEFER
 
     # ---- ingest ----------------------------------------------------------------------------
     def drain_outbox(self) -> list[PipeMaxPlan]:
@@ -134,6 +134,10 @@ class PipeMaxStage:
     def on_plan(self, msg: PipeMaxPlan) -> None:
         if _DEBUG:
             logger.warning("pipemax pp%d turn %d plan %s pool=%d", self.ranks.pp_rank, self.turn, msg, len(self.pool))
+        if msg.handback:
+            self._hand_back()
+        if self.stock:
+            return
         if msg.park:
             with self._moving():
                 self._park(msg)
@@ -158,14 +162,14 @@ class PipeMaxStage:
         in_flight = compat.freeze_in_flight(self.sched, msg.mb, batch)
         compat.order_park_after_forward(self.sched, msg.mb)
         parked = []
-        room = compat.host_free_tokens(self.sched)
+        need = 0
         for req in chosen:
             # whole context reserved: its prompt may not be on host yet, and host slots are
             # taken only when the writes are submitted, after this loop
-            if room < req.kv.kv_committed_len:
+            if not compat.reserve_host(self.sched, need + req.kv.kv_committed_len):
                 self._host_full()
                 continue
-            room -= req.kv.kv_committed_len
+            need += req.kv.kv_committed_len
             L, new_tokens, host_lock = kv_moves.park_begin(req, tc)
             p = ParkedReq(req, L, msg.turn, self.arrivals, host_lock=host_lock, owner=self)
             self.arrivals += 1
@@ -182,40 +186,39 @@ class PipeMaxStage:
 
     def make_decode_room(self, batch) -> None:
         """Park instead of recompute: where SGLang would retract (the next decode step does
-        not fit), park requests in SGLang's own retraction order until it fits. The batch is
-        at the start of its turn, so nothing of it is in flight; every stage holds the same
-        memory state here, so every stage parks the same requests (as with SGLang's own
-        retraction). Unlike SGLang, which keeps (and, out of memory, aborts) the last request,
-        PipeMax parks even that one: the other micro-batches hold the memory, and a parked
-        request rejoins once they release it. With the host tier full, SGLang's retraction
-        takes over."""
+        not fit), park requests until it fits. The batch is at the start of its turn, so
+        nothing of it is in flight; every stage holds the same memory state here, so every
+        stage parks the same requests (as with SGLang's own retraction). Unlike SGLang, which
+        keeps (and, out of memory, aborts) the last request, PipeMax parks even that one: the
+        other micro-batches hold the memory, and a parked request rejoins once they release
+        it. Where a request cannot be parked (the host tier is full, or the watchdog handed
+        PipeMax's work back to SGLang), it is retracted to SGLang's queue (recomputed), down
+        to the last one: at M > P, SGLang's own abort of a last request that does not fit
+        would fail a request that fits once the other micro-batches release their memory."""
         if not batch.reqs or batch.check_decode_mem():
             return
         with self._moving():
-            self._park_for_room(batch)
+            self._make_room(batch)
 
     @staticmethod
     def keep_order(batch, by_priority: bool = False) -> list[int]:
-        """Indices of batch.reqs, the last parked first: the most left to generate kept
-        longest, SGLang's retraction order among equals. An offline batch ends with its
-        longest request, and every turn that one spends parked adds a pipeline cycle to the
-        batch, while a short one rejoins within its slack. SGLang keeps the most advanced
-        requests because a retraction throws their work away; a park throws nothing away.
-        Retraction by priority (the user's choice) keeps SGLang's order as it is."""
-        order = compat.retraction_order(batch)
-        if by_priority:
-            return order
-        return sorted(order, key=lambda i: -compat.remaining_bound(batch.reqs[i]))
+        """Indices of batch.reqs, the last parked first (core/admission.py park_order)."""
+        left = [compat.remaining_bound(r) for r in batch.reqs]
+        return park_order(compat.retraction_order(batch), left, by_priority)
 
-    def _park_for_room(self, batch) -> None:
+    def _make_room(self, batch) -> None:
         tc = self.sched.tree_cache
-        keep = self.keep_order(batch, compat.retraction_by_priority())
+        keep = self.keep_order(batch, self.stock or compat.retraction_by_priority())
         parked = []
+        retracted = []
         while keep and not batch.check_decode_mem(selected_indices=keep):
             req = batch.reqs[keep[-1]]
-            if compat.host_free_tokens(self.sched) < req.kv.kv_committed_len:
-                self._host_full()
-                break
+            if self.stock or not compat.reserve_host(self.sched, req.kv.kv_committed_len):
+                if not self.stock:
+                    self._host_full()
+                compat.retract_for_recompute(self.sched, batch, keep.pop(), len(keep))
+                retracted.append(req)
+                continue
             keep.pop()
             L, new_tokens, host_lock = kv_moves.park_begin(req, tc)
             p = ParkedReq(req, L, self.turn, self.arrivals, host_lock=host_lock, owner=self)
@@ -227,9 +230,10 @@ class PipeMaxStage:
             self.stats.parks += 1
             parked.append(req)
             compat.reap_writes(tc)   # parked nodes become evictable once written to host
-        if parked:
+        if parked or retracted:
             batch.filter_batch(keep_indices=sorted(keep))
             self._note_pool()
+        self.stats.recomputes += len(retracted)
 
     def _host_full(self) -> None:
         self.stats.host_full_skips += 1
@@ -350,8 +354,9 @@ class PipeMaxStage:
                 "mode": None if batch is None else str(batch.forward_mode.name),
                 "rids": sorted(r.rid for r in batch.reqs) if batch is not None else [],
             }) + "\n")
-        if self.decider is not None:
+        if self.decider is not None and not self.stock:
             self._decide(mb, plan, batch if is_decode else None)
+            self._watch(mb, batch is not None)
         if mb == self.M - 1:  # one round per cycle of M turns: a wait is counted in cycles
             for p in self.pool.values():
                 p.rounds_waited += 1
@@ -372,7 +377,7 @@ class PipeMaxStage:
             row_cap=compat.row_cap(sched),
             prefetching=sum(len(v) for v in self.prefetched.values()),
             decode_ctx=compat.contexts(decode_reqs),
-            move_s=self.move_s(),
+            move_s=self.move_s(), now=time.monotonic(),
         )
         planned = {rid for t in self.tasks for rid in t.rejoin}
         pool = [PoolEntry(p.rid, p.kv_len, p.rounds_waited, p.arrival) for p in self.pool.values()
@@ -404,6 +409,35 @@ class PipeMaxStage:
             if p is not None and not p.ready and not req.finished():
                 with self._moving():
                     self._finish_park(p)
+                if self.stock:
+                    self._hand_back()
+
+    # ---- the watchdog ----------------------------------------------------------------------
+    def _watch(self, mb: int, launched: bool) -> None:
+        """Stage 0: pending work and no launch for watchdog_s -> every stage hands back (the
+        message reaches them all at the same ingest, as plans do)."""
+        pending = bool(self.sched.waiting_queue) or self.busy()
+        if self.watchdog.observe(time.monotonic(), launched, pending):
+            self.outbox.append(PipeMaxPlan(self.turn, mb, (), (), self.turn, self.turn, handback=True))
+
+    def _hand_back(self) -> None:
+        """Give every parked and prefetched request to SGLang's own path (its waiting queue, as
+        a retracted request: re-admission finds its KV in the tree, on device or host) and run
+        as stock SGLang from now on. Requests whose last result is still in flight follow
+        when it is processed (after_result)."""
+        if not self.stock and self.decider is not None:    # one warning, from stage 0
+            logger.warning(
+                "pipemax: no progress for %.0f s with work pending (parked %d, waiting %d); handing "
+                "parked requests back to SGLang and running as stock SGLang from now on",
+                self.config.watchdog_s, len(self.pool), len(self.sched.waiting_queue))
+        self.stock = True
+        self.tasks = []
+        prefetching = [pf.parked for pfs in self.prefetched.values() for pf in pfs]
+        for p in [*self.pool.values(), *prefetching]:
+            if p.ready and p.req.pipemax_parked is p:
+                self._drop(p, None)
+                compat.requeue_for_recompute(self.sched, p.req)
+                self.stats.handed_back += 1
 
     def on_release(self, req) -> None:
         """SGLang releases a parked request that finished (its in-flight step hit a stop)."""
@@ -440,9 +474,12 @@ class PipeMaxStage:
 
     def status(self) -> dict[str, Any]:
         return {"micro_batches": self.M, "turn": self.turn, "parked": len(self.pool),
+                "stock": self.stock,
                 "admitting_micro_batches": self.admit_mbs,
                 "prefetching": sum(len(v) for v in self.prefetched.values()),
                 "parked_rids": sorted(self.pool)[:64],
+                "running_rids": sorted(r.rid for b in compat.running_batches(self.sched) for r in b.reqs)[:64],
+                "prefetching_rids": sorted(pf.parked.rid for v in self.prefetched.values() for pf in v)[:64],
                 "decider": self.decider is not None, **self.stats.to_dict(),
                 "step_samples": [{"rows": r, "sum_context": c, "seconds": t, "turn_seconds": w,
                                   "active_mbs": n} for r, c, t, w, n in self.turns["decode"]],

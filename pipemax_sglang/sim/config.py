@@ -12,7 +12,7 @@ A replica is `pp` GPUs (one a stage; for tp, one tensor-parallel group of `pp` G
 num_gpus / pp replicas split the requests and the host memory (data parallel), and the
 machine's throughput is the replicas' sum. Defaults: M = pp for every pipeline policy
 (SGLang's pp_async_batch_depth 0). For the offload policies that is not "nothing gained":
-DESIGN's tokens in flight D + (M - 2) * C already gain 6 C at M = pp = 8, and every
+docs/design.md's tokens in flight D + (M - 2) * C already gain 6 C at M = pp = 8, and every
 micro-batch past pp re-reads all weights once more a cycle; the planner searches M > pp
 too (in our projections M = pp won). chunked_prefill_size 4,096 (SGLang's default for
 24-60 GB GPUs).

@@ -8,7 +8,7 @@ requests (loaded over H2D) or an offload policy's prefill; an entry is allocated
 transfer starts on the link (link.py: the link's head waits for room, so allocations
 happen in turn order) and released when the turn leaves the stage, except the part the
 next decision keeps as residents (`keep`). Release happens only after the turn's
-write-through has landed on host (DESIGN invariant 3: no slot freed before its D2H copy).
+write-through has landed on host (docs/design.md invariant 3: no slot freed before its D2H copy).
 
 Invariant checked at every change: residents + ring <= D. Ring allocations cannot break
 it (they wait for room); moving tokens from a ring entry to the residents cannot either.

@@ -11,7 +11,7 @@ of docs/core.md, with the core's own objects:
 Memory (ledger.py). Every admitted request has a current host copy (write-through: its
 prompt's KV after the prefill, each new token after every step), so parking moves
 nothing. Residents stay on the device across turns; what a turn brings in (its rejoins,
-its prefill) sits in the ring for that turn only. DESIGN's capacity arithmetic
+its prefill) sits in the ring for that turn only. docs/design.md's capacity arithmetic
 (M*R + 2*C <= D) is what makes offload pay. The glue around the core (docs/sim.md has
 the reasons; a live scheduler needs the same answers):
 
@@ -31,7 +31,7 @@ the reasons; a live scheduler needs the same answers):
   it a whole cycle;
 - prefill first when a request can be admitted (SGLang's order), with device room for
   its prompt at its turn and host room for its final length (host never overflows).
-  With the host full a request is admitted pinned, as stock SGLang would (DESIGN
+  With the host full a request is admitted pinned, as stock SGLang would (docs/design.md
   invariant 5: degrade, not fail): no host copy, never parked, its final length
   reserved on the device; the selector does not see pinned rows (it may not park them);
 - a round of ageing is one pass over all M micro-batches (rounds_waited = decisions
@@ -207,7 +207,7 @@ class OffloadScheduler:
 
     def _stream_reserve(self) -> int:
         """Device tokens kept for the stream: twice what the binding stage's link carries
-        in one mean slot (the turn computing and the one loading: DESIGN's M*R + 2*C <= D
+        in one mean slot (the turn computing and the one loading: docs/design.md's M*R + 2*C <= D
         with C what a saturated link brings a turn)."""
         best = None
         for s in range(self.P):
@@ -256,7 +256,7 @@ class OffloadScheduler:
     # ---- prefill -----------------------------------------------------------------------
     def _admit(self, m: int, room: int, now: float) -> list[int]:
         """FCFS while the prompts fit the device at m's turn. A request gets a host copy
-        if the host has room; if not (host full: DESIGN invariant 5, degrade to SGLang), it
+        if the host has room; if not (host full: docs/design.md invariant 5, degrade to SGLang), it
         is admitted pinned, as stock SGLang would, if the device can hold it to its end
         (its whole final length reserved, so it never needs a retraction)."""
         book = self.book

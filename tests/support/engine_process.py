@@ -1,7 +1,7 @@
 """EngineProcess: a pipemax_sglang.Engine living in its own Python process.
 
 Why not in the pytest process: when an SGLang child dies, SGLang's watchdog signals the
-Engine's process, whose handler kills that whole process tree (../shared/docs/sglang-on-cpu.md,
+Engine's process, whose handler kills that whole process tree (docs/sglang-on-cpu.md,
 "Quirks"). Hosting the Engine in a child makes such a crash an EngineCrashed in the test that
 caused it, while pytest and the other tests go on.
 

@@ -1,12 +1,11 @@
-"""Stage 0's decider (sglang/policy.py) on plain numbers: no engine, no sglang import."""
+"""The decider (core/decider.py) on plain numbers: no engine, no sglang import."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from pipemax_sglang.config import PipeMaxConfig
 from pipemax_sglang.core import StepCost
-from pipemax_sglang.sglang.policy import Decider, PoolEntry, TurnView
+from pipemax_sglang.core.decider import Decider, DeciderConfig, PoolEntry, TurnView
 
 
 def _view(mb_rows, decode_rids=(), mb=0, row_cap=64, device_tokens=100_000, residents=(),
@@ -21,7 +20,7 @@ def _pool(n, first=0):
 
 
 def test_a_small_pool_is_spread_over_the_micro_batches_not_taken_by_one():
-    d = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
+    d = Decider(DeciderConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
     # 20 parked, the 4 just decoded in mb 0 being parked, 4 running in each other micro-batch
     view = _view([4, 4, 4, 4], decode_rids=[f"d{i}" for i in range(4)])
     assert d.fair_rows(view, _pool(20)) == 9            # ceil((20 + 4 + 12) / 4)
@@ -31,21 +30,21 @@ def test_a_small_pool_is_spread_over_the_micro_batches_not_taken_by_one():
 
 
 def test_one_micro_batch_takes_what_fits():
-    d = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=1, link_bytes_per_s=None)
+    d = Decider(DeciderConfig(), kv_bytes_per_token=1024, num_stages=1, link_bytes_per_s=None)
     view = _view([0])
     assert d.fair_rows(view, _pool(30)) == 30
     assert len(d.decide(view, _pool(30), planned=set()).rejoin) == 30
 
 
 def test_planned_requests_are_not_chosen_twice():
-    d = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
+    d = Decider(DeciderConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
     pool = _pool(8)
     plan = d.decide(_view([0, 0]), pool, planned={"r0", "r1", "r2"})
     assert plan.rejoin and not set(plan.rejoin) & {"r0", "r1", "r2"}
 
 
 def test_an_extend_turn_counts_the_micro_batch_s_own_rows_and_the_prefetched():
-    d = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
+    d = Decider(DeciderConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
     # no decode this turn: 6 rows stay resident in mb 0, 4 run in mb 1, 2 are prefetched
     view = _view([6, 4], residents=[100] * 6, prefetching=2)
     assert d.fair_rows(view, _pool(4)) == 8             # ceil((4 + 6 + 4 + 2) / 2)
@@ -53,7 +52,7 @@ def test_an_extend_turn_counts_the_micro_batch_s_own_rows_and_the_prefetched():
 
 
 def test_a_request_longer_than_the_share_still_comes_back_alone():
-    d = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
+    d = Decider(DeciderConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
     big = [PoolEntry("big", 700, 3, 0)]
     view = _view([0, 0], device_tokens=1000)           # share (1000 - 50) / 2 < 700
     assert d.decide(view, big, planned=set()).rejoin == ("big",)
@@ -68,7 +67,7 @@ def _tail_view(mb, mb_rows, decode, inflight, device_tokens=10_000):
 def test_the_tail_of_a_batch_drains_into_as_few_micro_batches_as_keep_the_stages_busy():
     # 2 stages, 4 micro-batches, 3 requests left in each, 1,200 tokens: one turn's share
     # ((10,000 - 500 - 12) / 2) holds them all, so 2 micro-batches (one per stage) suffice
-    d = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
+    d = Decider(DeciderConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
     rows = [3, 3, 3, 3]
     decode = [f"m3-{i}" for i in range(3)]
     view = _tail_view(3, rows, decode, inflight=1200)
@@ -85,13 +84,13 @@ def test_the_tail_of_a_batch_drains_into_as_few_micro_batches_as_keep_the_stages
 
 
 def test_a_busy_pipeline_keeps_every_micro_batch():
-    d = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
+    d = Decider(DeciderConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
     # 12,000 tokens in flight need 3 turns' shares of 4,7xx: 3 micro-batches stay busy
     assert d.busy_mbs(_tail_view(0, [8, 8, 8, 8], (), inflight=12_000), []) == 3
     assert d.busy_mbs(_tail_view(0, [8, 8, 8, 8], (), inflight=30_000), []) == 4
     # queued requests will fill every micro-batch, and M = P never drains
     assert d.busy_mbs(_view([1, 1, 1, 1]), []) == 4
-    d1 = Decider(PipeMaxConfig(), kv_bytes_per_token=1024, num_stages=4, link_bytes_per_s=None)
+    d1 = Decider(DeciderConfig(), kv_bytes_per_token=1024, num_stages=4, link_bytes_per_s=None)
     assert d1.busy_mbs(_tail_view(0, [1, 1, 1, 1], (), inflight=100), []) == 4
 
 
@@ -99,7 +98,7 @@ def test_a_slow_link_keeps_rows_resident_that_it_could_not_bring_back():
     # 20 MB/s and a ~10 ms step: a window brings back ~100 tokens of 2 KiB, so parking a
     # pressed micro-batch's rows would only shrink its next turn; they stay, up to 1/M of
     # the device less the two streams, and the rest park
-    slow = Decider(PipeMaxConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=2e7)
+    slow = Decider(DeciderConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=2e7)
     decode = [f"d{i}" for i in range(12)]
     view = TurnView(turn=10, mb=0, num_mbs=4, decode_rids=tuple(decode), next_residents=(),
                     mb_rows=(12, 4, 4, 4), mb_ctx=(2400, 800, 800, 800), inflight_tokens=9_000,
@@ -112,7 +111,7 @@ def test_a_slow_link_keeps_rows_resident_that_it_could_not_bring_back():
     assert kept == decode[:len(kept)] and 0 < len(kept) < 12
     assert len(kept) * 201 <= room // 4                  # this micro-batch's part of the room
     # a fast link streams everything back: every pressed row parks, as before
-    fast = Decider(PipeMaxConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=None)
+    fast = Decider(DeciderConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=None)
     assert fast.resident_room(view, 0.01) <= 0
     assert set(fast.decide(view, _pool(4), planned=set()).park) == set(decode)
 
@@ -127,7 +126,7 @@ def _pressed_view(move_s, num_mbs=4):
 
 
 def _cpu_decider(stream="auto"):
-    return Decider(PipeMaxConfig(stream=stream), kv_bytes_per_token=2048, num_stages=2,
+    return Decider(DeciderConfig(stream=stream), kv_bytes_per_token=2048, num_stages=2,
                    link_bytes_per_s=None, moves_serialize=True)
 
 
@@ -140,7 +139,7 @@ def test_streaming_pays_only_when_a_move_costs_less_than_the_turns_it_saves():
     assert not d.streams(_pressed_view(move_s=None), cost, [])          # not priced yet
     assert not d.streams(_pressed_view(move_s=1e-6, num_mbs=2), cost, [])   # M = P gains no rows
     # where moves overlap the forward (GPU), and when forced, the price does not decide
-    gpu = Decider(PipeMaxConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=None)
+    gpu = Decider(DeciderConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=None)
     assert gpu.streams(_pressed_view(move_s=0.5e-3), cost, [])
     assert _cpu_decider("always").streams(_pressed_view(move_s=0.5e-3), cost, [])
     assert not _cpu_decider("never").streams(_pressed_view(move_s=1e-6), cost, [])
@@ -178,7 +177,7 @@ def test_without_streaming_a_cpu_pipeline_admits_into_as_few_micro_batches_as_st
     # streaming, unpressed, or where moves overlap the forward (GPU): all M admit
     assert d.admit_mbs(view, [], True, True) == 4
     assert d.admit_mbs(view, [], False, False) == 4
-    gpu = Decider(PipeMaxConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=None)
+    gpu = Decider(DeciderConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=None)
     assert gpu.decide(view, _pool(3), planned=set()).admit_mbs == 4
     # as many micro-batches as stages: nothing to concentrate
     assert d.admit_mbs(_pressed_view(move_s=0.5e-3, num_mbs=2), [], True, False) == 2

@@ -1,0 +1,409 @@
+"""The decider: at the end of each turn, whom to park now and who rejoins next time.
+
+    plan = Decider(...).decide(view, pool, planned)
+
+One pure function of what a scheduler holds (a TurnView and the parked pool, plain numbers
+and ids) and of the decider's own state (the fitted step cost, the link's commitments). The
+live scheduler (sglang/stage.py, stage 0) and the simulator (sim/) call this same object;
+neither has a rule of its own. Time is an argument (`view.now`), so a recorded run replays.
+
+The capacity picture it follows (docs/design.md, "Capacity arithmetic"): with M
+micro-batches in flight, a stage computes one while the next one's KV is being brought
+back, so under memory pressure a micro-batch's requests are parked right after their
+forward and the selector composes each micro-batch's next turn from the parked pool within
+  - the device share of one turn: (D - reserve) / 2 when M >= 2 (active + prefetching),
+    D - reserve when M = 1;
+  - the H2D budget of the prefetch window (the slot before the turn), from the link
+    timeline, so commitments slide later budgets;
+  - the row cap (SGLang's pp_max_micro_batch_size).
+With no pressure (everything in flight fits the device) nothing is parked and the
+scheduler runs as stock. The steps of one decision, in order:
+
+    mode       pressed? streams? how many micro-batches keep rows (concentration), which
+               are busy, is this one drained
+    stay       what stays on the device for the target turn (residents; the whole decode
+               batch when it does not park)
+    budget     the bytes the link brings back before the target turn (sliding window)
+    keep       on a slow link, the decode rows the link could not bring back stay
+    room       device tokens the rejoins may take
+    choose     the selector, within room, budget and the row cap
+
+Refinements, each a rule below with its reason: residents on a slow link; draining the tail
+of a batch into the fewest micro-batches that keep every stage busy; streaming only where a
+move pays for itself; concentrating rows where moves serialize with the forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .baselines import SELECTORS
+from .budget import BudgetPolicy, LinkTimeline
+from .cost_model import StepCost, StepCostModel, TransferModel
+from .selector_types import Candidate, SelectorInput
+
+CPU_COPY_BYTES_PER_S = 10e9      # nominal memcpy rate when no link is given (CPU runs)
+CPU_PRIOR = StepCost(a=2e-3, b=2e-4, c=2e-7)   # rough CPU prior until 16 steps are measured
+STREAM_MODES = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class DeciderConfig:
+    """The user's choices the decider reads (PipeMaxConfig.decider() builds it)."""
+
+    selector: str = "greedy"
+    stream: str = "auto"             # auto: where a move's price pays for it; always; never
+    budget_margin: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.selector not in SELECTORS:
+            raise ValueError(f"selector must be one of {sorted(SELECTORS)}, got {self.selector!r}")
+        if self.stream not in STREAM_MODES:
+            raise ValueError(f"stream must be one of {STREAM_MODES}, got {self.stream!r}")
+
+
+@dataclass(frozen=True)
+class TurnView:
+    """What the decider reads from a scheduler at the end of a turn (plain numbers and ids)."""
+
+    turn: int
+    mb: int
+    num_mbs: int
+    decode_rids: tuple[str, ...]          # the decode batch launched this turn (empty: none)
+    next_residents: tuple[int, ...]       # context lengths of mb's members staying resident
+    mb_rows: tuple[int, ...]              # running rows per micro-batch (for slot prediction)
+    mb_ctx: tuple[int, ...]               # running context sum per micro-batch
+    inflight_tokens: int                  # running + parked KV tokens
+    device_tokens: int                    # D: the device KV pool, tokens
+    waiting: int                          # requests the scheduler has not admitted yet
+    row_cap: int
+    prefetching: int = 0                  # rows prefetched for a later turn, not yet rejoined
+    decode_ctx: tuple[int, ...] = ()      # context lengths of decode_rids, same order
+    move_s: float | None = None           # measured scheduler seconds per park or rejoin
+    now: float = 0.0                      # the scheduler's clock, seconds (link timeline)
+
+
+@dataclass(frozen=True)
+class PoolEntry:
+    rid: str
+    kv_len: int
+    rounds_waited: int
+    arrival: int
+
+
+@dataclass(frozen=True)
+class TurnPlan:
+    """A decision; it travels with the requests stage 0 relays, so every stage applies it."""
+
+    turn: int                    # the turn at whose end it was decided
+    mb: int                      # micro-batch of that turn
+    park: tuple[str, ...]        # members of that turn's decode batch to park after its forward
+    rejoin: tuple[str, ...]      # parked requests to bring back ...
+    target_turn: int             # ... for this turn (mb's next one)
+    issue_turn: int              # prefetch starts at the ingest before this turn
+    budget_bytes: int = 0
+    plan_bytes: int = 0
+    admit_mbs: int = 0           # micro-batches that keep rows from now on (0: unchanged)
+    handback: bool = False       # the watchdog tripped: every stage hands its parked
+                                 # requests to the scheduler's own path and runs as stock
+
+
+@dataclass(frozen=True)
+class Mode:
+    pressed: bool                # what is in flight does not fit the device, or some wait
+    stream: bool                 # a pressed micro-batch parks its rows after its turn
+    admit_mbs: int               # micro-batches that keep rows (concentration)
+    busy_mbs: int                # micro-batches worth filling (draining past them)
+    drain: bool                  # this micro-batch is past the busy ones
+
+    @property
+    def parks_decode(self) -> bool:
+        return self.stream or self.drain
+
+
+@dataclass(frozen=True)
+class Stay:
+    """What stays on the device for the target turn, and the decode rows parked now."""
+
+    park: tuple[str, ...]
+    rows: int
+    tokens: int                  # context + a token of growth each
+
+
+@dataclass(frozen=True)
+class Budget:
+    nbytes: int                  # H2D bytes the window holds for this plan
+    issue_at: float              # when the prefetch is issued (the scheduler's clock)
+    timeline: LinkTimeline
+    window_s: float              # the predicted slot before the target turn
+
+
+@dataclass(frozen=True)
+class Room:
+    """The device for the rejoins of the target turn."""
+
+    rows: int                    # rows they may add (fair share, row cap, less residents)
+    tokens: int                  # tokens they may take (context + a token each)
+    avail: int                   # D - reserve
+    unheld: int                  # avail less every other micro-batch's rows
+    resident_room: int           # > 0: a slow link, residents share the device with streams
+
+
+class Decider:
+    def __init__(self, config: DeciderConfig, kv_bytes_per_token: int, num_stages: int,
+                 link_bytes_per_s: float | None, moves_serialize: bool = False,
+                 prior: StepCost = CPU_PRIOR) -> None:
+        self.config = config
+        # a move's scheduler time adds to the turn where moves and the forward share the
+        # cores (CPU); on a GPU the forward runs beside the scheduler
+        self.moves_serialize = moves_serialize
+        self.k = kv_bytes_per_token          # binding stage's bytes per token
+        self.num_stages = num_stages
+        bw = link_bytes_per_s or CPU_COPY_BYTES_PER_S
+        self.transfer = TransferModel(latency_s=1e-5, h2d_bytes_per_s=bw, d2h_bytes_per_s=bw)
+        self.cost_model = StepCostModel(prior)
+        self.link_free_at = float("-inf")     # no commitment yet: the link is free
+        self.select = SELECTORS[config.selector]
+
+    def observe_step(self, rows: int, sum_context: int, seconds: float) -> None:
+        self.cost_model.observe(rows, sum_context, seconds)
+
+    # ---- quantities --------------------------------------------------------------------
+    def reserve(self, view: TurnView) -> int:
+        """Device tokens kept free: 5% margin, plus one step's growth of every running row
+        (the target micro-batch's own growth is charged by the selector, a token per row)."""
+        return view.device_tokens // 20 + sum(view.mb_rows)
+
+    def live_rows(self, view: TurnView, pool: list[PoolEntry]) -> int:
+        """Requests in flight: parked, being parked now, resident, prefetched, and running in
+        the other micro-batches."""
+        others = sum(r for m, r in enumerate(view.mb_rows) if m != view.mb)
+        return (len(pool) + len(view.decode_rids) + len(view.next_residents) + others
+                + view.prefetching)
+
+    def turn_share(self, view: TurnView) -> int:
+        """Device tokens one turn may hold: (D - reserve) / 2 when M >= 2 (the active
+        micro-batch and the one prefetching), D - reserve when M = 1."""
+        share = view.device_tokens - self.reserve(view)
+        return share // 2 if view.num_mbs >= 2 else share
+
+    def pressure(self, view: TurnView) -> bool:
+        return view.waiting > 0 or view.inflight_tokens + self.reserve(view) > view.device_tokens
+
+    def busy_mbs(self, view: TurnView, pool: list[PoolEntry]) -> int:
+        """Micro-batches worth filling: the fewest that keep every stage busy (P) and hold
+        the live requests within one turn's device share and the row cap; at most M.
+        Each non-empty turn costs a stage its fixed a (the weight read on a GPU, the
+        scheduling on a CPU) while an empty one passes, so once the live requests fit in
+        fewer micro-batches (the tail of a batch) spreading them over all M only adds
+        turns: a request gets one token a cycle and a cycle is every non-empty turn."""
+        M = view.num_mbs
+        if M <= self.num_stages or view.waiting > 0:     # queued requests: all M will fill
+            return M
+        share = max(1, self.turn_share(view))
+        need = max(-(-view.inflight_tokens // share),
+                   -(-self.live_rows(view, pool) // max(1, view.row_cap)))
+        return max(self.num_stages, min(M, need))
+
+    def fair_rows(self, view: TurnView, pool: list[PoolEntry], busy: int | None = None) -> int:
+        """Rows one micro-batch may hold: an even share of the live requests over the busy
+        micro-batches. A step costs a + b*rows + ..., so with a fixed number of rows the
+        pipeline's cycle, set by its slowest micro-batch, is shortest when they are even;
+        when the pool is small next to the micro-batches' room (a short queue, the tail of
+        a batch), taking every candidate for one micro-batch leaves the next ones empty.
+        The selector still decides whom, within this cap. `busy`: busy_mbs, if known."""
+        busy = busy or self.busy_mbs(view, pool)
+        return max(1, -(-self.live_rows(view, pool) // busy))
+
+    def streams(self, view: TurnView, cost: StepCost, pool: list[PoolEntry]) -> bool:
+        """Whether a pressed micro-batch parks its rows after its turn so that parked ones
+        stream in (else its rows stay, and only a step that does not fit parks: SGLang's
+        retraction point). With residents R and S tokens streamed a turn (R + 2S <= D', two
+        turns loading at once), a cycle of M turns makes D' + (M - 2) S rows of work in
+        M a + b (rows) + 2 p M S seconds (a: a turn's fixed cost, p: the scheduler's time
+        per move, a park and a rejoin a streamed row): streaming pays only if
+        (M - 2) a > 2 p D', D' the device in rows. Applies where moves serialize with the
+        forward (CPU), and there only once moves are priced (the parks of steps that do not
+        fit price them): streaming first and pricing after parked a whole micro-batch at the
+        first pressed turn, whose rows then waited for room for ~30 cycles, the batch's
+        longest request among them. On a GPU it streams."""
+        if self.config.stream != "auto":
+            return self.config.stream == "always"
+        if not self.moves_serialize:
+            return True
+        if view.move_s is None:
+            return False
+        live = max(1, self.live_rows(view, pool))
+        device_rows = (view.device_tokens - self.reserve(view)) * live / max(1, view.inflight_tokens)
+        return (view.num_mbs - 2) * cost.a > 2 * view.move_s * device_rows
+
+    def admit_mbs(self, view: TurnView, pool: list[PoolEntry], pressed: bool, stream: bool) -> int:
+        """Micro-batches that keep rows: all M, except where a turn's fixed cost is paid in
+        full by every non-empty turn (moves serialize: a CPU) and a pressed pipeline does
+        not stream. There more micro-batches than stages hold no more rows (the device
+        bounds them, and nothing streams into the extra turns), they only split them into
+        more turns, each paying a: the rows go to the fewest micro-batches that keep every
+        stage busy and respect the row cap."""
+        M = view.num_mbs
+        if not (self.moves_serialize and pressed and not stream) or M <= self.num_stages:
+            return M
+        rows = self.live_rows(view, pool)           # as busy_mbs counts them
+        return min(M, max(self.num_stages, -(-rows // max(1, view.row_cap))))
+
+    def resident_room(self, view: TurnView, window_s: float) -> int:
+        """Device tokens residents may hold across turns, for M >= 2: what the link brings
+        back in a window, C = rate x window / k, is all streaming can feed a turn, and two turns
+        stream at once (this one's rejoins and the next micro-batch's, loading meanwhile),
+        so D - reserve - 2C. Zero or less with a fast link (C covers the device): every row
+        of a pressed micro-batch parks and streams back. With a slow one, parking rows the
+        link cannot bring back would only shrink the batch; they stay, as stock SGLang
+        keeps them."""
+        if view.num_mbs < 2:
+            return 0
+        c_tokens = self.transfer.h2d_bytes_per_s * max(window_s, 0.0) / max(1, self.k)
+        return view.device_tokens - self.reserve(view) - 2 * int(min(c_tokens, view.device_tokens))
+
+    @staticmethod
+    def keep_resident(view: TurnView, room: int) -> frozenset[str]:
+        """The decode rows, in batch order, whose KV (and a token of growth each) fits room."""
+        keep, acc = [], 0
+        for rid, ctx in zip(view.decode_rids, view.decode_ctx):
+            if acc + ctx + 1 > room:
+                break
+            keep.append(rid)
+            acc += ctx + 1
+        return frozenset(keep)
+
+    # ---- one decision --------------------------------------------------------------------
+    def decide(self, view: TurnView, pool: list[PoolEntry], planned: set[str]) -> TurnPlan:
+        cost = self.cost_model.current()
+        mode = self.mode(view, pool, cost)
+        stay = self.stay(view, mode)
+        rows = 0 if mode.drain else max(
+            0, min(view.row_cap, self.fair_rows(view, pool, mode.busy_mbs)) - stay.rows)
+        budget = self.budget(view, cost, pool, rows)
+        # the window is one slot: at least the step this micro-batch just ran (an empty
+        # pipeline predicts empty slots, and a fast link would look slow)
+        step_s = cost.predict(len(view.decode_rids), sum(view.decode_ctx))
+        resident_room = self.resident_room(view, max(budget.window_s, step_s))
+        kept = self.keep_for_link(view, mode, stay, resident_room)
+        rows = max(0, rows - (kept.rows - stay.rows))
+        cands = [Candidate(p.rid, p.kv_len, p.kv_len, (), p.rounds_waited, p.arrival)
+                 for p in pool if p.rid not in planned]
+        room = self.room(view, mode, kept, rows, resident_room, cands)
+        rejoin, plan_bytes = self.choose(view, cost, cands, room, budget)
+        if plan_bytes:
+            self.link_free_at = budget.timeline.commit(0, plan_bytes, budget.issue_at).link_free_at
+        M = view.num_mbs
+        return TurnPlan(view.turn, view.mb, kept.park, rejoin, view.turn + M,
+                        view.turn + max(M - 1, 1), budget.nbytes, plan_bytes,
+                        admit_mbs=mode.admit_mbs)
+
+    def mode(self, view: TurnView, pool: list[PoolEntry], cost: StepCost) -> Mode:
+        """A micro-batch past the busy ones is drained: its rows park and it takes none
+        back. While nothing presses their device copies survive, so a rejoin elsewhere moves
+        no bytes, though the budget still charges their whole context (conservative)."""
+        pressed = self.pressure(view)
+        stream = pressed and self.streams(view, cost, pool)
+        admit = self.admit_mbs(view, pool, pressed, stream)
+        busy = min(admit, self.busy_mbs(view, pool))
+        return Mode(pressed, stream, admit, busy, view.mb >= busy)
+
+    @staticmethod
+    def stay(view: TurnView, mode: Mode) -> Stay:
+        """The residents stay; when the decode batch does not park, it stays whole (the
+        running batch, growing a token a row)."""
+        park = view.decode_rids if mode.parks_decode else ()
+        rows = len(view.next_residents)
+        tokens = sum(c + 1 for c in view.next_residents)
+        if not park and view.decode_rids:
+            rows = max(rows, view.mb_rows[view.mb])
+            tokens = max(tokens, view.mb_ctx[view.mb] + view.mb_rows[view.mb])
+        return Stay(tuple(park), rows, tokens)
+
+    def keep_for_link(self, view: TurnView, mode: Mode, stay: Stay, resident_room: int) -> Stay:
+        """A slow link (resident_room > 0): of the decode rows about to park, those the link
+        could not bring back stay, within the room residents may hold and this micro-batch's
+        1/M of it."""
+        if resident_room <= 0 or not (stay.park and not mode.drain and view.decode_ctx):
+            return stay
+        held = self._held(view)
+        limit = min(resident_room - held, resident_room // view.num_mbs)
+        keep = self.keep_resident(view, limit - stay.tokens)
+        if not keep:
+            return stay
+        extra = sum(c + 1 for r, c in zip(view.decode_rids, view.decode_ctx) if r in keep)
+        return Stay(tuple(r for r in stay.park if r not in keep), stay.rows + len(keep),
+                    stay.tokens + extra)
+
+    def room(self, view: TurnView, mode: Mode, stay: Stay, rows: int, resident_room: int,
+             cands: list[Candidate]) -> Room:
+        """Device tokens the rejoins may take. Streaming: one turn's share less what stays;
+        on a slow link, half of what no resident holds (this turn's rejoins and the next
+        micro-batch's load meanwhile). Unpressed: whatever no resident holds. Rows that do
+        not stream stay where they are, so rejoins take only what no resident holds. And a
+        request longer than the share would never come back: with nothing resident the
+        oldest may have the device to itself (as stock SGLang would decode it alone)."""
+        avail = view.device_tokens - self.reserve(view)
+        unheld = avail - self._held(view)
+        share = self.turn_share(view)
+        free = share - stay.tokens
+        if resident_room > 0:
+            free = min(share - stay.tokens, (unheld - stay.tokens) // 2)
+        if not mode.pressed:
+            free = max(free, unheld - stay.tokens)
+        elif not mode.stream and not mode.drain:
+            free = unheld - stay.tokens
+        free = max(0, free)
+        if cands and not stay.rows:
+            oldest = min(cands, key=lambda c: (-c.rounds_waited, c.arrival))
+            if oldest.host_tokens + 1 > free:
+                whole = avail if resident_room <= 0 else unheld
+                free = max(free, min(whole, oldest.host_tokens + 1))
+        return Room(rows, free, avail, unheld, resident_room)
+
+    def choose(self, view: TurnView, cost: StepCost, cands: list[Candidate], room: Room,
+               budget: Budget) -> tuple[tuple[str, ...], int]:
+        """The selector's rejoin set and its bytes, within room, budget and row cap."""
+        if not (cands and room.rows > 0 and room.tokens > 0):
+            return (), 0
+        others = [(r, c) for m, (r, c) in enumerate(zip(view.mb_rows, view.mb_ctx)) if m != view.mb]
+        plan = self.select(SelectorInput(
+            candidates=tuple(cands), residents=(), budget_bytes=budget.nbytes,
+            kv_bytes_per_token=self.k, device_tokens_free=room.tokens, row_cap=room.rows,
+            cost=cost, other_step_times=tuple(cost.predict(r, c) for r, c in others),
+            other_rows=tuple(r for r, _ in others), num_stages=self.num_stages))
+        return tuple(plan.rejoin), plan.bytes
+
+    def budget(self, view: TurnView, cost: StepCost, pool: list[PoolEntry], rows: int) -> Budget:
+        """Bytes the link can bring back in the prefetch window: the slot before the target
+        turn (issue at its start, land before the turn), after earlier commitments.
+
+        The window is at least one step of the batch the plan would form (its oldest
+        candidates up to the row cap): when the pipeline has drained (every request parked)
+        the predicted slots are empty, and a zero budget would never bring anyone back; a
+        transfer no compute can hide is then a stall the turn waits for, not a deadlock.
+        With nothing resident for the target turn, a budget below the oldest request's KV
+        would leave the micro-batch empty for ever (a slow link, a long context): the
+        budget then covers that one request, and the turn stalls for its transfer."""
+        M = view.num_mbs
+        slot = [cost.predict(r, c) for r, c in zip(view.mb_rows, view.mb_ctx)]
+        # slots that run before the prefetch is issued: this turn's, then the next M-2
+        ahead = sum(slot[(view.mb + j) % M] for j in range(0, max(M - 1, 1)))
+        window = slot[(view.mb + M - 1) % M] if M > 1 else slot[view.mb]
+        oldest = sorted(pool, key=lambda p: (-p.rounds_waited, p.arrival))[:rows]
+        window = max(window, cost.predict(len(oldest), sum(p.kv_len for p in oldest)), 0.0)
+        floor = self.k * oldest[0].kv_len if oldest and not view.next_residents else 0
+        issue_at = view.now + ahead - (window if M == 1 else 0.0)
+        timeline = LinkTimeline(self.transfer, (window, window), link_free_at=self.link_free_at,
+                                policy=BudgetPolicy(self.config.budget_margin))
+        # mb 0 of this two-slot view leaves at issue_at; its next turn is one window later
+        return Budget(max(timeline.budget(0, issue_at).nbytes, floor), issue_at, timeline, window)
+
+    def _held(self, view: TurnView) -> int:
+        """Tokens the other micro-batches' rows hold, with a token of growth each."""
+        return sum(c + r for m, (r, c) in enumerate(zip(view.mb_rows, view.mb_ctx)) if m != view.mb)
+
+
+__all__ = ["Budget", "CPU_PRIOR", "Decider", "DeciderConfig", "Mode", "PoolEntry", "Room",
+           "Stay", "TurnPlan", "TurnView"]
