@@ -1,6 +1,7 @@
 # pipemax_sglang: one entry point for the environment, the demo, the tests and the benchmarks.
 #   make venv     CPU environment in .venv (re-running is quick when nothing changed)
-#   make demo     the main job: offline batch, pp_size 2, built-in tiny model
+#   make demo     the main job: a batch file through pipemax-run-batch, pp_size 2, built-in tiny
+#                 model (sample requests and results in demo-out/)
 #   make test     every test (fast tier + real-SGLang integration tier)
 #   make test-fast  the fast tier only (no engines; seconds)
 PYTHON ?= python3

@@ -119,6 +119,14 @@ class PipeMaxConfig:
                 rest[key] = value
         return cls(**values), rest
 
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The Engine keyword arguments that rebuild this config (from_kwargs' inverse), for
+        entry points that parsed the CLI and then start an Engine (run_batch)."""
+        out: dict[str, Any] = {_DISABLE: not self.enabled}
+        out.update({_KWARG_PREFIX + f.name: getattr(self, f.name) for f in _USER_FIELDS if f.name != "enabled"})
+        out[_KWARG_PREFIX + "status_dir"] = self.status_dir
+        return out
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 

@@ -25,6 +25,14 @@ def test_kwargs_and_cli_agree():
     assert rest == {"pp_size": 2}
 
 
+def test_engine_kwargs_rebuild_the_config():
+    for cfg in (PipeMaxConfig(selector="fcfs", host_kv_tokens=4096, stream="never", status_dir="status-s"),
+                PipeMaxConfig(enabled=False, emulate_link_gbps=2.0)):
+        back, rest = PipeMaxConfig.from_kwargs(cfg.engine_kwargs())
+        assert back == cfg and back.status_dir == cfg.status_dir
+        assert rest == {}
+
+
 def test_disable_flag_and_kwarg():
     assert PipeMaxConfig.from_cli(["--disable-pipemax"])[0].enabled is False
     assert PipeMaxConfig.from_kwargs({"disable_pipemax": True})[0].enabled is False

@@ -6,7 +6,7 @@ names are what to re-read against the new source. Paths below are those of 0.5.2
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sglang.srt.runtime_context import get_memory, get_parallel, get_schedule
 
@@ -360,3 +360,26 @@ def requeue_for_recompute(sched, req) -> None:
     """SGLang's own retraction path for one request (schedule_batch.py:2389-2394)."""
     req.reset_for_retract()
     sched._add_request_to_queue(req, is_retracted=True)
+
+
+# ---- the main process's side: what run_batch drives in process -----------------------------
+
+def openai_routes(engine) -> dict[str, tuple[Any, type]]:
+    """url -> (SGLang's OpenAI serving object, the request model its route parses), built as
+    the HTTP server builds them at start-up (entrypoints/http_server.py:333): same classes, same
+    tokenizer and template managers, so a batch line is answered exactly as the route would."""
+    from sglang.srt.entrypoints.openai.protocol import ChatCompletionRequest, CompletionRequest
+    from sglang.srt.entrypoints.openai.serving_completions import OpenAIServingCompletion
+
+    tm, templates = engine.tokenizer_manager, engine.template_manager
+    return {
+        "/v1/completions": (OpenAIServingCompletion(tm, templates), CompletionRequest),
+        "/v1/chat/completions": (tm.serving_chat_class(tm, templates), ChatCompletionRequest),
+    }
+
+
+def start_tokenizer_loop(engine) -> None:
+    """Start the TokenizerManager's receive loop now rather than on the first request
+    (managers/tokenizer_manager.py:2440): it installs SGLang's SIGTERM/SIGQUIT handlers on the
+    event loop, and a caller that wants its own must install them after these."""
+    engine.tokenizer_manager.auto_create_handle_loop()

@@ -10,7 +10,9 @@ What it installs, and when:
   instead of taking the server down;
 - no CUDA in torch -> the CPU transfer path of HiCache (cpu_backend.py);
 - a PipeMax config in the environment (set by pipemax_sglang's entry points) that does not
-  disable PipeMax -> PipeMaxScheduler in place of SGLang's Scheduler.
+  disable PipeMax -> PipeMaxScheduler in place of SGLang's Scheduler;
+- a child of the batch runner (env.children_ignore_sigint) -> SIGINT ignored in this process:
+  Ctrl-C reaches the whole process group, and the runner, not each child, decides what stops.
 Plain SGLang usage in the same environment (no PIPEMAX_CONFIG) gets no PipeMax behaviour.
 """
 
@@ -20,10 +22,17 @@ from pipemax_sglang.sglang.version import check_sglang_version
 
 check_sglang_version()
 
+import signal
+import threading
+
 import torch
+
+from pipemax_sglang import env
 
 
 def register() -> None:
+    if env.children_ignore_sigint() and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     from pipemax_sglang.sglang import request_guard
 
     request_guard.register_hooks()

@@ -39,19 +39,10 @@ def run(config: PipeMaxConfig, sglang_argv: list[str]) -> int:
     """Parse SGLang's flags, check the combination, then serve until stopped. Returns exit code."""
     check_sglang_version()
     platform.check_cpu_ready()
-    from sglang.srt.plugins import load_plugins
-    from sglang.srt.server_args import prepare_server_args
+    from pipemax_sglang.sglang.launch_args import server_args_from_cli
     from sglang.srt.utils import kill_process_tree
 
-    load_plugins()
-    argv = platform.cpu_cli_defaults(sglang_argv)
-    overrides = config.sglang_overrides(platform.argv_values(argv))
-    server_args = prepare_server_args(argv)
-    # set as attributes (allowed before resolution, as sglang's run_server does): some values
-    # PipeMax needs are not offered as CLI choices (radix eviction "mru")
-    for name, value in overrides.items():
-        setattr(server_args, name, value)
-    config.check_server_args(server_args)
+    server_args = server_args_from_cli(config, sglang_argv)
     _refuse_unsupported(server_args)
 
     owned_dir = None
