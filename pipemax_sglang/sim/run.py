@@ -19,7 +19,7 @@ from time import perf_counter
 from typing import Any
 
 from .config import OFFLOAD, SimConfig
-from .costs import Layout, pcie_ceiling, pp_layout, tp_layout
+from .costs import Layout, layout, pcie_ceiling
 from .engine import Engine
 from .offload import OffloadScheduler
 from .recompute import RecomputeScheduler
@@ -88,9 +88,7 @@ class SimResult:
 
 
 def layout_for(cfg: SimConfig) -> Layout:
-    if cfg.policy == "tp":
-        return tp_layout(cfg.model, cfg.machine, cfg.gpus)
-    return pp_layout(cfg.model, cfg.machine, cfg.gpus)
+    return layout(cfg.model, cfg.machine, cfg.tp_size, cfg.stages)
 
 
 def replica_workload(cfg: SimConfig) -> Workload:
@@ -117,8 +115,8 @@ def build(cfg: SimConfig, layout: Layout | None = None
             cfg.budget_margin, host_kv_tokens(cfg), cfg.selector_params, cfg.max_candidates)
     else:
         sched = RecomputeScheduler(layout, work, cfg.M, cfg.chunk_tokens, cfg.cap)
-    gps = cfg.gpus if cfg.policy == "tp" else 1
-    return Engine(layout, cfg.machine, sched, cfg.M, record=cfg.record, gpus_per_stage=gps), sched
+    return Engine(layout, cfg.machine, sched, cfg.M, record=cfg.record,
+                  gpus_per_stage=cfg.tp_size), sched
 
 
 def simulate(cfg: SimConfig, layout: Layout | None = None) -> SimResult:

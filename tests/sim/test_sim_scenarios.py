@@ -7,7 +7,7 @@ from sim_cases import MS, flat_layout, link_machine, run, workload
 
 from pipemax_sglang.core import PROFILES
 from pipemax_sglang.sim import Machine, load_model
-from pipemax_sglang.sim.costs import DoesNotFit, pcie_ceiling, pp_layout, tp_layout
+from pipemax_sglang.sim.costs import DoesNotFit, layout, pcie_ceiling, pp_layout, tp_layout
 from pipemax_sglang.sim.recompute import RecomputeScheduler
 from pipemax_sglang.sim.turn import DECODE, Turn
 
@@ -82,33 +82,55 @@ def test_ceiling_matches_the_worked_example():
     assert shared.pcie_bytes_per_s() == pytest.approx(25e9 / 4)
 
 
-def test_pp_stage_costs_are_the_roofline_terms():
+def test_pp_stage_costs_are_the_calibrated_step():
     # Llama-3-70B on 8x RTX 4090, stage 3 (10 layers, no embedding, no head):
-    #   layer params 855.6 M -> weights 10 * 855.6e6 * 2 B = 17.11 GB
-    #   a = 17.11e9 / 1008e9 + 0.5 ms = 17.48 ms;  b = 2 * 8.556e9 / 165.2e12 = 103.6 us
-    #   c = k_s / BW = 40,960 / 1008e9 = 40.6 ns;  KV room (24 - 17.11 - 1.5) GB / 40,960 B
+    #   layer params 855.6 M -> weights W = 10 * 855.6e6 * 2 B = 17.11 GB, N = 8.556 G params
+    #   64 rows: t_m = W / (e_gemm 1008e9), t_c = 2 N 64 / (e_tc 165.2e12), overlapped by the
+    #   fitted p-norm; attention reads k_s = 40,960 B a context token at the GEMV efficiency;
+    #   plus the 0.5 ms overhead. KV room (24 - 17.11 - 1.5) GB / 40,960 B.
     m = load_model("llama-3-70b")
-    lay = pp_layout(m, Machine.named("rtx4090"), 8)
+    mach = Machine.named("rtx4090")
+    k = mach.kernels
+    lay = pp_layout(m, mach, 8)
     st = lay.stages[3]
     assert m.layer_params == 855_654_400
     assert st.weight_bytes == 10 * 855_654_400 * 2
-    assert st.step.a == pytest.approx(17.1131e9 / 1008e9 + 0.5e-3, rel=1e-4)
-    assert st.step.b == pytest.approx(2 * 8.556544e9 / 165.2e12, rel=1e-6)
-    assert st.step.c == pytest.approx(40960 / 1008e9)
+    w, n = 10 * 855_654_400 * 2, 10 * 855_654_400
+    tm = w / (k.gemm_hbm * 1008e9)
+    tc = 2 * n * 64 / (k.tensor * 165.2e12)
+    p = k.overlap_p
+    kv = 40960 / (k.gemv_hbm * 1008e9)
+    assert st.decode_time(64, 1000) == pytest.approx(0.5e-3 + (tm ** p + tc ** p) ** (1 / p) + 1000 * kv)
+    assert max(tm, tc) < st.decode_time(64, 0) - 0.5e-3 < tm + tc      # overlapped, not summed
+    # <= 16 rows stream the weights at the GEMV efficiency
+    assert st.decode_time(1, 0) == pytest.approx(0.5e-3 + w / (k.gemv_hbm * 1008e9), rel=1e-3)
     assert st.capacity_tokens == int((24e9 - 17.1130880e9 - 1.5e9) // 40960)
+    # the policy's line a + b rows + c ctx stays within 10% of the step over 16-256 rows
+    for rows in (16, 32, 64, 128, 256):
+        assert st.step.predict(rows, 0) == pytest.approx(st.decode_time(rows, 0), rel=0.1)
+    assert st.step.c == pytest.approx(kv)
     # Stage 0 holds the embedding and stage 7 the head: less KV room; the pipeline's is theirs.
     assert lay.capacity_tokens == min(s.capacity_tokens for s in lay.stages) < st.capacity_tokens
 
 
-def test_tp_step_pays_two_ring_all_reduces_a_layer():
-    # Llama-3-70B, TP 8 on RTX 4090: 160 all-reduces a step, each 2*7 hops of 4 us latency
-    # (8.96 ms a step) and 2*7/8 * rows * 8192 * 2 B over 25 GB/s (183.5 us a row).
+def test_tp_step_pays_the_fitted_all_reduces_and_the_logits_gather():
+    # Llama-3-70B, TP 8 on RTX 4090: 160 all-reduces a step, each 2*7 ring steps of the
+    # fitted hop latency and 2*7/8 * rows * 8192 * 2 B over the fitted bus bandwidth; the last
+    # stage gathers the vocab-parallel logits: half a ring of rows * 128,256 * 2 B.
     m = load_model("llama-3-70b")
-    st = tp_layout(m, Machine.named("rtx4090"), 8).stages[0]
-    read = (80 * m.layer_params + m.head_params) / 8
-    assert st.step.a == pytest.approx(read * 2 / 1008e9 + 0.5e-3 + 160 * 14 * 4e-6)
-    assert st.step.b == pytest.approx(2 * read / 165.2e12 + 160 * 14 / 8 * 8192 * 2 / 25e9)
-    assert st.kv_bytes == 40960            # 8 KV heads over 8 GPUs: one each
+    mach = Machine.named("rtx4090")
+    ar = mach.allreduce
+    f = tp_layout(m, mach, 8).stages[0].forward
+    assert f.fixed_s == pytest.approx(0.5e-3 + 160 * 14 * ar.hop_s + 7 * ar.hop_s)
+    assert f.comm_s_per_row == pytest.approx(160 * 14 / 8 * 8192 * 2 / ar.bus_bytes_per_s)
+    assert f.gather_s_per_row == pytest.approx(7 / 8 * 128256 * 2 / ar.bus_bytes_per_s)
+    assert tp_layout(m, mach, 8).stages[0].kv_bytes == 40960     # 8 KV heads over 8 GPUs
+    # a 4 x 2 hybrid: each stage's all-reduces span its 4 GPUs; only the last gathers logits
+    hy = layout(m, mach, 4, 2)
+    assert [s.forward.gather_s_per_row > 0 for s in hy.stages] == [False, True]
+    assert hy.stages[0].forward.comm_s_per_row == pytest.approx(
+        80 * 6 / 4 * 8192 * 2 / ar.bus_bytes_per_s)
+    assert hy.stages[0].kv_bytes == 2 * 40 * 2 * 128 * 2      # 40 layers, 2 KV heads a GPU
 
 
 def test_a_model_that_does_not_fit_says_so():
