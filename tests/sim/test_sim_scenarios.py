@@ -1,6 +1,8 @@
 """Scripted scenarios whose timelines are worked out by hand (arithmetic in the comments),
 and the cost arithmetic of performance-model.md checked number by number."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sim_cases import MS, flat_layout, link_machine, run, workload
@@ -138,3 +140,48 @@ def test_a_model_that_does_not_fit_says_so():
         pp_layout(load_model("llama-3-70b"), Machine.named("rtx4090"), 2)
     assert PROFILES["l20"].hbm_gb == 48.0
     assert link_machine().policy_transfer_model().h2d_bytes_per_s == pytest.approx(25e9)
+
+
+class _Scripted:
+    """A scheduler that runs turns 0..n-1, one request each, with the given moves."""
+
+    def __init__(self, moves: list[int], times: tuple[float, ...]) -> None:
+        self.moves, self.times, self.n = moves, times, 0
+
+    def decide(self, k, now, prev):
+        if k >= len(self.moves):
+            return Turn(k, k % 2, "empty", (), (0.0,) * len(self.times))
+        self.n += 1
+        t = Turn(k, k % 2, DECODE, (k,), self.times, rows=1, sum_ctx=1)
+        t.moves = self.moves[k]
+        return t
+
+    def done(self):
+        return self.n >= len(self.moves)
+
+    def backlog(self):
+        return 0
+
+    def finished(self):
+        return self.n
+
+
+def test_the_schedulers_moves_delay_a_launch_only_past_the_turn_they_overlap():
+    # P = M = 2, 10 ms a step. Turn 2 is decided when turn 0 leaves stage 0 (10 ms) and its
+    # decision made 30 moves at 0.5 ms: stage 0's CPU works from 10 to 25 ms while the GPU
+    # runs turn 1 (10-20), so the GPU waits 5 ms:
+    #   stage 0: t0 [0,10] t1 [10,20] (idle) t2 [25,35] t3 [35,45]
+    #   stage 1: t0 [10,20] t1 [20,30] t2 [35,45] t3 [45,55]
+    # Stage 1 launched t1 at 20 and does t2's moves by 35, when t2 arrives: no wait there.
+    lay = flat_layout(2, 10 * MS, capacity=1000)
+    mach = replace(link_machine(gpus=2), move_s=0.5 * MS)
+    eng, st = run(lay, _Scripted([0, 0, 30, 0], (10 * MS, 10 * MS)), M=2, machine=mach)
+    starts = sorted((s, k, round(t / MS, 6)) for ev, s, k, t in eng.trace if ev == "start")
+    assert starts == [(0, 0, 0), (0, 1, 10), (0, 2, 25), (0, 3, 35),
+                      (1, 0, 10), (1, 1, 20), (1, 2, 35), (1, 3, 45)]
+    assert st.makespan_s == pytest.approx(55 * MS)
+    assert st.cpu_wait_s == pytest.approx((5 * MS, 0.0))
+    assert st.moves == 30
+    # 20 moves (10 ms) fit beside turn 1: nothing waits
+    eng, st = run(lay, _Scripted([0, 0, 20, 0], (10 * MS, 10 * MS)), M=2, machine=mach)
+    assert st.makespan_s == pytest.approx(50 * MS) and st.cpu_wait_s == (0.0, 0.0)
