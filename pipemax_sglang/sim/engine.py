@@ -27,7 +27,9 @@ only where it is longer:
     launch_s(k) = max(arrival_s(k), max(launch_s(k-1), decided(k)) + p * moves(k))
 
 with p = Machine.move_s and moves(k) the parks and rejoins of k's decision (every stage
-moves its own share of the KV). The GPU's wait for the CPU is `cpu_wait_s`.
+moves its own share of the KV). The GPU's wait for the CPU is `cpu_wait_s`. On a CPU host
+(Machine.moves_serialize) the forward runs on the same cores: the moves start only once
+the stage's previous turn is done, and add to every turn.
 
 A run ends when the scheduler has finished every request and no event is left. An empty
 turn (nothing to run) passes in no time; if a whole cycle of M turns is empty at one
@@ -125,6 +127,7 @@ class Engine:
         self.decode_ctx = 0
         self.max_rows = 0
         self.move_s = machine.move_s
+        self.moves_serialize = machine.moves_serialize
         self.last_launch = [0.0] * self.P
         self.free_since = [0.0] * self.P
         self.cpu_wait_s = [0.0] * self.P
@@ -199,7 +202,10 @@ class Engine:
             ready = t.arrived_at[s]
         launch = t.launch_at[s]
         if launch is None:                    # module note: the CPU's moves before it
-            cpu = max(self.last_launch[s], t.decided_at) + self.move_s * t.moves
+            base = max(self.last_launch[s], t.decided_at)
+            if self.moves_serialize:
+                base = max(base, self.free_since[s])
+            cpu = base + self.move_s * t.moves
             launch = t.launch_at[s] = max(ready, cpu)
             self.last_launch[s] = launch
         if launch > self.now:

@@ -25,6 +25,9 @@ user can change it):
                          CPU timeline (engine.py): 0.5 ms, our measurement (`kv_move_ms` of
                          the live stack in bench_offline.py, 0.45-0.5 ms on our CPU hosts;
                          README). A host CPU faster than ours, or a leaner move, lowers it.
+    moves_serialize      False (a GPU): a turn's moves run on the CPU beside the GPU's
+                         previous turn; True (a CPU host: the forward shares the cores):
+                         they add to the turn. The live decider has the same switch.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Machine:
     kernels: Kernels = L20_KERNELS
     allreduce: AllReduceModel = PCIE_ALLREDUCE
     move_s: float = 0.5e-3
+    moves_serialize: bool = False
 
     def __post_init__(self) -> None:
         if self.num_gpus < 1 or self.gpus_per_switch < 1:

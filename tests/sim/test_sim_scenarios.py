@@ -185,3 +185,14 @@ def test_the_schedulers_moves_delay_a_launch_only_past_the_turn_they_overlap():
     # 20 moves (10 ms) fit beside turn 1: nothing waits
     eng, st = run(lay, _Scripted([0, 0, 20, 0], (10 * MS, 10 * MS)), M=2, machine=mach)
     assert st.makespan_s == pytest.approx(50 * MS) and st.cpu_wait_s == (0.0, 0.0)
+
+
+def test_on_a_cpu_host_the_moves_add_to_the_turn():
+    # moves_serialize: turn 2's 20 moves (10 ms) start when stage 0 is done with turn 1
+    # (20 ms), so it launches at 30: what fitted beside turn 1 on a GPU now costs 10 ms
+    lay = flat_layout(2, 10 * MS, capacity=1000)
+    mach = replace(link_machine(gpus=2), move_s=0.5 * MS, moves_serialize=True)
+    eng, st = run(lay, _Scripted([0, 0, 20, 0], (10 * MS, 10 * MS)), M=2, machine=mach)
+    starts = sorted((s, k, round(t / MS, 6)) for ev, s, k, t in eng.trace if ev == "start" and s == 0)
+    assert starts == [(0, 0, 0), (0, 1, 10), (0, 2, 30), (0, 3, 40)]
+    assert st.makespan_s == pytest.approx(60 * MS)
