@@ -7,6 +7,8 @@ Policies (docs/sim.md has each one's description and sources):
                      shortage (SGLang --pp-size; vLLM behaves alike)
     pp-offload-fcfs  pipeline parallel with KV offload and a naive selector (core fcfs)
     pipemax          pipeline parallel with offload, budget and the greedy selector
+    td-pipe          pipeline parallel, no offload, TD-Pipe's prefill and decode phases
+                     and inter-batch work stealing (tdpipe.py); M = pp
 
 A replica is `pp` stages of `tp` GPUs each (tp x pp GPUs; policy "tp" is stock SGLang
 with one stage, whose `tp` defaults to all the GPUs, or to `pp` when given: the old
@@ -30,7 +32,7 @@ from .machine import Machine
 from .model_shapes import ModelShape
 from .workload import Workload
 
-POLICIES = ("tp", "pp", "pp-offload-fcfs", "pipemax")
+POLICIES = ("tp", "pp", "pp-offload-fcfs", "pipemax", "td-pipe")
 OFFLOAD = {"pp-offload-fcfs": "fcfs", "pipemax": "greedy"}
 NO_CAP = 1 << 30
 
@@ -66,6 +68,8 @@ class SimConfig:
                 raise ValueError("tensor parallel runs one batch (micro_batches 1)")
             if self.policy in OFFLOAD and self.micro_batches < self.stages:
                 raise ValueError(f"offload needs micro_batches >= pp ({self.stages})")
+            if self.policy == "td-pipe" and self.micro_batches != self.stages:
+                raise ValueError(f"TD-Pipe runs pp ({self.stages}) micro-batches")
         if self.row_cap is not None and self.row_cap < 1:
             raise ValueError("row_cap must be >= 1")
         if self.chunk_tokens < 1 or not 0.0 <= self.budget_margin < 1.0:

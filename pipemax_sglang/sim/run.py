@@ -32,6 +32,7 @@ from .engine import Engine
 from .offload import OffloadScheduler
 from .recompute import RecomputeScheduler
 from .steady import steady_state
+from .tdpipe import TDPipeScheduler
 from .workload import Workload
 
 
@@ -134,15 +135,18 @@ def host_kv_tokens(cfg: SimConfig) -> int:
 
 
 def build(cfg: SimConfig, layout: Layout | None = None
-          ) -> tuple[Engine, OffloadScheduler | RecomputeScheduler]:
+          ) -> tuple[Engine, OffloadScheduler | RecomputeScheduler | TDPipeScheduler]:
     """The engine and scheduler of one replica, not run yet (tests inspect them after).
     `layout` replaces the one the model and machine imply (a fitted one: validate_sim)."""
     layout = layout or layout_for(cfg)
     work = replica_workload(cfg)
+    sched: OffloadScheduler | RecomputeScheduler | TDPipeScheduler
     if cfg.policy in OFFLOAD:
-        sched: OffloadScheduler | RecomputeScheduler = OffloadScheduler(
+        sched = OffloadScheduler(
             layout, cfg.machine, work, cfg.M, OFFLOAD[cfg.policy], cfg.chunk_tokens, cfg.cap,
             cfg.budget_margin, host_kv_tokens(cfg), cfg.selector_params, cfg.max_candidates)
+    elif cfg.policy == "td-pipe":
+        sched = TDPipeScheduler(layout, work, cfg.M, cfg.cap)
     else:
         sched = RecomputeScheduler(layout, work, cfg.M, cfg.chunk_tokens, cfg.cap)
     return Engine(layout, cfg.machine, sched, cfg.M, record=cfg.record,

@@ -84,7 +84,7 @@ def test_the_planner_searches_and_recommends_a_runnable_setting():
     assert pl.host_kv_gb_per_stage == pytest.approx(
         pl.host_kv_tokens * max(TINY_MODEL.stage_kv(b.pp, b.tp)) / 1e9)
     # every baseline family at its best setting; the winner is the fastest of all
-    assert set(pl.baselines) == {"tp", "tp4xpp2", "tp2xpp4", "pp"}
+    assert set(pl.baselines) == {"tp", "tp4xpp2", "tp2xpp4", "pp", "td-pipe"}
     for name, c in pl.baselines.items():
         assert c.tok_s == max(x.tok_s for x in pl.tried if x.family == name)
     assert pl.winner.tok_s == max(c.tok_s for c in pl.tried)

@@ -196,3 +196,24 @@ def test_on_a_cpu_host_the_moves_add_to_the_turn():
     starts = sorted((s, k, round(t / MS, 6)) for ev, s, k, t in eng.trace if ev == "start" and s == 0)
     assert starts == [(0, 0, 0), (0, 1, 10), (0, 2, 30), (0, 3, 40)]
     assert st.makespan_s == pytest.approx(60 * MS)
+
+
+def test_td_pipe_splits_the_decode_evenly_over_the_micro_batches():
+    # P = M = 2, 10 ms a step, ample memory, 8 requests of prompt 10, output 5. Stock SGLang
+    # prefills all 8 in micro-batch 0 (one chunk) and decodes them there every other turn,
+    # micro-batch 1 empty. TD-Pipe prefills them in turn 0 too (8 x 10 tokens < its 192),
+    # then its decode turns take total // P = 4 each from the ready queue: 4 + 4 rows.
+    from pipemax_sglang.sim.tdpipe import TDPipeScheduler
+    w = workload([10] * 8, [5] * 8)
+    lay = flat_layout(2, 10 * MS, capacity=10_000)
+    eng, st = run(lay, RecomputeScheduler(lay, w, 2, 4096, 1 << 30), M=2)
+    eng2, st2 = run(lay, TDPipeScheduler(lay, w, 2, 1 << 30), M=2)
+    assert st.tokens_out == st2.tokens_out == 40
+    rows = [r for r, d in zip(st2.series["rows"], st2.series["decode"]) if d]
+    assert rows == [4] * 8                         # 4 decode tokens each, in 8 turns of 4
+    stock_rows = [r for r, d in zip(st.series["rows"], st.series["decode"]) if d]
+    assert stock_rows == [8] * 4
+    # A step that does not grow with rows gains nothing from the split: stock's empty turns
+    # pass in no time, so it runs turns 0, 2, 4, 6, 8 back to back, 100 ms; TD-Pipe's 4-row
+    # turns 2-9 follow turn 0's output at 20 ms, one a slot: 110 ms.
+    assert st.makespan_s == pytest.approx(100 * MS) and st2.makespan_s == pytest.approx(110 * MS)

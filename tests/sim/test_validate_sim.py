@@ -61,7 +61,7 @@ def test_only_stock_samples_are_fitted_and_a_record_without_them_is_refused(tmp_
     rec["step_samples"] = [dict(x, seconds=x["seconds"] * 7) for x in rec["step_samples"]]
     path = tmp_path / "rec.json"
     path.write_text(json.dumps(rec))
-    fit = mod.predict(mod.load_record(path))["direct"]["fit"]["step_cost"]
+    fit = mod.fitted_layouts(mod.load_record(path))["direct"][2]["step_cost"]
     assert fit["a"] == pytest.approx(4e-3, rel=0.01)
     del rec["calibration_step_samples"]
     path.write_text(json.dumps(rec))
