@@ -7,7 +7,10 @@ hybrids tp 4 x pp 2 and tp 2 x pp 4, stock pipeline parallel, and pipeline paral
 TD-Pipe's scheduling (prefill and decode phases, work stealing; no offload; its output
 lengths known exactly, its best case). One row per grid point:
 which wins and by how much, whole run and steady state, and PipeMax's steady context a turn
-against the capacity optimum X* (core/capacity.py) with the link's utilisation.
+against the capacity optimum X* (core/capacity.py) with the link's utilisation. A grid
+point is "pressed" when PipeMax's steady window (requests queued or parked: the device
+cannot hold what is in flight) is at least a fifth of its run; where it is not, PipeMax
+has little to do and its X* fraction is not meaningful (null).
 
 The workload is an offline job: ShareGPT-like lengths with TD-Pipe's filter (prompt <=
 1,024, prompt + output <= 2,048), 5,000 requests by default, all there at t = 0; --quick
@@ -45,6 +48,7 @@ MODELS = ("llama-2-13b", "qwen2.5-32b", "llama-3-70b")
 LABEL = {"tp": "TP", "tp4xpp2": "tp4 x pp2", "tp2xpp4": "tp2 x pp4", "pp": "stock PP",
          "td-pipe": "TD-Pipe", "pipemax": "PipeMax"}
 QUICK_REQUESTS, FULL_REQUESTS = 1500, 5000
+PRESSED_FRAC = 0.2      # a steady window of at least this share of PipeMax's run: "pressed"
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -77,8 +81,9 @@ def _point(job: tuple) -> dict:
         "best_baseline_tok_s": bb.tok_s if bb else None,
         "pipemax_vs_pp": _ratio(pm.tok_s, fam["pp"].tok_s if "pp" in fam else None),
         "pipemax_vs_best": _ratio(pm.tok_s, bb.tok_s if bb else None),
-        "optimum_fraction": r.optimum_fraction,
+        "optimum_fraction": r.optimum_fraction if r.steady else None,
         "link_util": st.get("link_util", r.link_util),
+        "pressed": bool(r.steady and r.steady["frac"] >= PRESSED_FRAC),
         "winner": pl.winner.family,
         "settings": {k: c.setting() for k, c in fam.items()},
         "steady_tok_s": steady,
@@ -106,7 +111,8 @@ def _table(rows: list[dict], n: int, host_gb: float) -> str:
     out = [f"Output tokens/s, whole 8-GPU server, {n} ShareGPT-like requests (TD-Pipe's filter), "
            f"host {host_gb:g} GB. Each family at its best setting (planner search); ratios are "
            "PipeMax over stock PP and over the best baseline, whole run, then steady state. "
-           "X* fraction: PipeMax's steady context a turn over the capacity optimum; link: "
+           "X* fraction: PipeMax's steady context a turn over the capacity optimum (- : no "
+           "steady window; * : window under a fifth of the run, memory barely pressed); link: "
            "its steady H2D utilisation.", "",
            "| GPU | model | TP | tp4 x pp2 | tp2 x pp4 | stock PP | TD-Pipe | PipeMax | best baseline | "
            "PipeMax/PP | PipeMax/best | steady /PP | steady /best | X* fraction | link |",
@@ -121,7 +127,8 @@ def _table(rows: list[dict], n: int, host_gb: float) -> str:
                                  _f(r["pipemax_vs_pp"], ".2f") + "x", _f(r["pipemax_vs_best"], ".2f") + "x",
                                  _f(r["steady_pipemax_vs_pp"], ".2f") + "x",
                                  _f(r["steady_pipemax_vs_best"], ".2f") + "x",
-                                 _f(r["optimum_fraction"], ".2f"), _f(r["link_util"], ".0%")]) + " |")
+                                 _f(r["optimum_fraction"], ".2f") + ("" if r["pressed"] or r["optimum_fraction"] is None else "*"),
+                                 _f(r["link_util"], ".0%")]) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -147,7 +154,7 @@ def _plot(rows: list[dict], path: Path, n: int) -> bool:
                 ax.bar(x, v, width, color=colours[f], edgecolor="black" if f == "pipemax" else "none",
                        label=LABEL[f] if i == 0 else None)
                 if f == "pipemax" and r.get("pipemax_vs_best"):
-                    ax.annotate(f"{r['pipemax_vs_best']:.2f}x\nbest", (x, v), ha="center", va="bottom",
+                    ax.annotate(f"{r['pipemax_vs_best']:.2f}x\nof best", (x, v), ha="center", va="bottom",
                                 fontsize=8, xytext=(0, 2), textcoords="offset points")
         ax.set_xticks(range(len(pts)), [r["model"] for r in pts])
         ax.set_title(f"8x {gpu}")
@@ -190,7 +197,8 @@ def main() -> int:
                   f"({r['settings']['pipemax']}): {_f(r['pipemax_vs_pp'], '.2f')}x stock PP, "
                   f"{_f(r['pipemax_vs_best'], '.2f')}x best baseline {r['best_baseline']} "
                   f"({r['settings'].get(r['best_baseline'], '-')}); steady {_f(r['steady_pipemax_vs_pp'], '.2f')}x / "
-                  f"{_f(r['steady_pipemax_vs_best'], '.2f')}x; X* fraction {r['optimum_fraction']:.2f}, "
+                  f"{_f(r['steady_pipemax_vs_best'], '.2f')}x; X* fraction {_f(r['optimum_fraction'], '.2f')}"
+                  f"{'' if r['pressed'] else ' (not pressed)'}, "
                   f"link {r['link_util']:.0%}  [{r['wall_s']:.0f}s]", flush=True)
     wall = time.perf_counter() - t0
     table = _table(rows, n, a.host_gb)
@@ -202,7 +210,7 @@ def main() -> int:
               f"PipeMax wins {sum(r['winner'] == 'pipemax' for r in ok)} of {len(ok)} grid points")
     (out / "projection.md").write_text(table)
     keys = ("gpu", "model", "tp", "pp", "pipemax", "best_baseline", "pipemax_vs_pp",
-            "pipemax_vs_best", "optimum_fraction", "link_util")
+            "pipemax_vs_best", "optimum_fraction", "link_util", "pressed")
     record = {"benchmark": "projection", "requests": n, "quick": a.quick, "seed": a.seed,
               "host_gb": a.host_gb, "wall_s": wall, "jobs": a.jobs,
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},

@@ -16,8 +16,11 @@ Families (a replica is tp x pp GPUs; the rest of the server runs replicas, data 
                 3. budget margin {0.05, 0.2}: budget used against stalls when slots run long
                 4. row cap       1.25 x the mean rows of a turn
 
-`quick` keeps the first setting of each family (tp G; hybrids and pp at M = P; PipeMax at
-tp 1 x pp G, M = P, then M = 1.5P): a projection in minutes, not hours.
+`quick` keeps the first setting of each family (tp G; hybrids, pp and TD-Pipe at M = P;
+PipeMax at tp 1 x pp G, M = P): a projection in minutes, not hours. A simulated PipeMax
+decision costs milliseconds and a run has one per turn (the drain of a batch alone is
+thousands: its longest request takes a cycle of M turns a token), so PipeMax's runs are
+most of the time.
 
 Host KV: the host memory less an OS reserve (`os_reserve_gb`, 8 GB by default). Whole-run
 throughput (output tokens over the makespan of the workload) ranks the candidates: it is
@@ -138,7 +141,7 @@ def plan(model: ModelShape, machine: Machine, work: Workload, os_reserve_gb: flo
     if best is None:
         raise DoesNotFit(f"{model.name} fits no pipeline on {G} {machine.profile.name}")
     tp, pp = best.tp, best.pp
-    ms = [pp + max(1, pp // 2)] if quick else [pp + 1, pp + max(1, pp // 4), pp + max(1, pp // 2), 2 * pp]
+    ms = [] if quick else [pp + 1, pp + max(1, pp // 4), pp + max(1, pp // 2), 2 * pp]
     done = {c.micro_batches for c in tried if (c.tp, c.pp) == (tp, pp)}
     for m in sorted(set(ms) - done):
         best = better(best, run("pipemax", "M", tp, pp, m))
