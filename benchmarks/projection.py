@@ -19,6 +19,7 @@ only the first setting of each family. Host memory 256 GB (less the planner's 8 
 reserve).
 
     python benchmarks/projection.py [--quick] [--json F] [--out DIR] [--requests N] [--jobs J]
+                                    [--only GPU/MODEL ...]
 
 Writes DIR/projection.md (the table), DIR/projection.json (rows and every run) and
 DIR/projection.png (throughput by family, a panel per GPU, PipeMax's ratio to the best
@@ -180,9 +181,18 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the rows alone here")
+    ap.add_argument("--only", action="append", default=None, metavar="GPU/MODEL",
+                    help="run only these grid points (repeatable), e.g. rtx4090/llama-3-70b")
     a = ap.parse_args()
     n = a.requests or (QUICK_REQUESTS if a.quick else FULL_REQUESTS)
-    jobs = [(g, m, a.host_gb, n, a.seed, a.quick) for g in GPUS for m in MODELS]
+    points = [(g, m) for g in GPUS for m in MODELS]
+    if a.only:
+        want = {tuple(x.split("/", 1)) for x in a.only}
+        unknown = want - set(points)
+        if unknown:
+            ap.error(f"not on the grid: {', '.join('/'.join(u) for u in sorted(unknown))}")
+        points = [p for p in points if p in want]
+    jobs = [(g, m, a.host_gb, n, a.seed, a.quick) for g, m in points]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
