@@ -17,7 +17,7 @@ Families (a replica is tp x pp GPUs; the rest of the server runs replicas, data 
                 4. row cap       1.25 x the mean rows of a turn
 
 `quick` keeps the first setting of each family (tp G; hybrids, pp and TD-Pipe at M = P;
-PipeMax at tp 1 x pp G, M = P): a projection in minutes, not hours. A simulated PipeMax
+PipeMax at tp 1 x pp G and tp 2 x pp G/2, M = P): a projection in minutes, not hours. A simulated PipeMax
 decision costs milliseconds and a run has one per turn (the drain of a batch alone is
 thousands: its longest request takes a cycle of M turns a token), so PipeMax's runs are
 most of the time.
@@ -132,7 +132,7 @@ def plan(model: ModelShape, machine: Machine, work: Workload, os_reserve_gb: flo
         return b if b is not None and b.tok_s > a.tok_s else a
 
     # ---- PipeMax ------------------------------------------------------------------
-    layouts = [(1, G)] if quick else (
+    layouts = [(1, G), (2, G // 2)] if quick else (
         [(1, p) for p in sorted(_divisors(G), reverse=True) if 2 <= p and p >= G // 4]
         + [(2, p) for p in sorted(_divisors(G // 2), reverse=True) if 2 <= p and p >= G // 8])
     best = None
