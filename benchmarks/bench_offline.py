@@ -18,7 +18,11 @@ would charge to PipeMax. --stock-cache plain runs SGLang's defaults.
 Prints one line per configuration and a summary line; --json writes the record (keys
 ceiling_tok_s, stock_tok_s, pipemax_tok_s, ratio, fraction_of_ceiling, outputs_identical,
 h2d_bytes, d2h_bytes, parked_peak, recomputes, budget_utilisation, plus settings and the
-decode steps timed on stage 0 for benchmarks/validate_sim.py). Each configuration runs in
+turns timed on stage 0 for benchmarks/validate_sim.py: `calibration_step_samples` from one
+more run of the ceiling's configuration (ample KV, M = pp) through PipeMax's scheduler,
+where nothing presses, drains or parks, so SGLang's own path runs (stock SGLang records no
+steps; validate_sim fits on these and predicts PipeMax's run), and PipeMax's own
+`step_samples`). Each configuration runs in
 its own process (a fresh engine; a crash fails that line, not the run). Throughput is output
 tokens over the generate call's wall time, engine start excluded. --repeat N runs the three
 N times, interleaved (ceiling, stock, pipemax, ceiling, ...) so that a slow spell of a
@@ -190,6 +194,10 @@ def main() -> None:
         main_runs["stock"].append(go(f"stock (cap {args.cap:g}){tag}", engine(args.cap, False)))
         main_runs["pipemax"].append(go(f"pipemax (cap {args.cap:g}){tag}", engine(args.cap, True)))
     ceiling, stock, pm = (median_run(main_runs[k]) for k in ("ceiling", "stock", "pipemax"))
+    # stock's path, timed: PipeMax's scheduler at ample KV and M = pp never presses, drains,
+    # parks or rejoins (validate_sim.py fits the simulator's step on this run alone)
+    calib = go("calibration (stock path, timed, M = pp)", engine(None, True, 0))
+    calib_stage = calib["stages"][0]["pipemax"]
     if args.extra_cap:
         go(f"stock (cap {args.extra_cap:g})", engine(args.extra_cap, False))
         go(f"pipemax (cap {args.extra_cap:g})", engine(args.extra_cap, True))
@@ -220,6 +228,9 @@ def main() -> None:
                      "output_len": [o for _, o in lengths], "host_kv_tokens": 2 * need + 4096,
                      "ceiling_kv_tokens": ample,
                      **({"link_gbps": args.emulate_link_gbps} if args.emulate_link_gbps else {})},
+        "calibration_step_samples": [dict(x, stage=0) for x in calib_stage["step_samples"]],
+        "calibration_prefill_samples": [dict(x, stage=0) for x in calib_stage.get("prefill_samples", [])],
+        "calibration_parks": calib_stage.get("parks", 0),
         "step_samples": [dict(x, stage=0) for x in pm["stages"][0]["pipemax"]["step_samples"]],
         "prefill_samples": [dict(x, stage=0) for x in pm["stages"][0]["pipemax"].get("prefill_samples", [])],
     }

@@ -1,20 +1,30 @@
-"""What would PipeMax do on the 4-8 PCIe-GPU servers we do not have? (the simulator)
+"""Should a user with 8 PCIe GPUs run PipeMax, or something else? (the simulator's projection)
 
-One question: throughput of PipeMax against the modelled baselines (tensor parallel over
-PCIe, pipeline parallel with recompute, pipeline parallel with offload and an FCFS
-selector) on 8-GPU hardware profiles, and what prefetch added against the PCIe ceiling
-dT_max = P * BW_pcie / (L * kv_tok) of docs/performance-model.md.
+For every hardware profile {rtx4090, l20, l40} x model {Llama-2-13B, Qwen2.5-32B,
+Llama-3-70B}, the planner (pipemax_sglang/plan/search.py) searches PipeMax's settings and
+the baselines a user would pick instead, each at its best setting: tensor parallel, the
+hybrids tp 4 x pp 2 and tp 2 x pp 4, stock pipeline parallel, and pipeline parallel with
+TD-Pipe's scheduling (prefill and decode phases, work stealing; no offload; its output
+lengths known exactly, its best case). One row per grid point:
+which wins and by how much, whole run and steady state, and PipeMax's steady context a turn
+against the capacity optimum X* (core/capacity.py) with the link's utilisation. A grid
+point is "pressed" when PipeMax's steady window (requests queued or parked: the device
+cannot hold what is in flight) is at least a fifth of its run; where it is not, PipeMax
+has little to do and its X* fraction is not meaningful (null).
 
-Grid: hardware {rtx4090, l20, l40} x model {Llama-2-13B, Qwen2.5-32B, Llama-3-70B} x
-workload (ShareGPT-like, seeded) x policy, at --host-gb of host memory; then a sweep of
-host memory for Llama-3-70B on each GPU (offload policies; tp and pp do not use it).
-One line per run; writes projection.md (the table), projection.json (every result) and
-projection.png (throughput against host memory, a panel per GPU, a line per policy).
+The workload is an offline job: ShareGPT-like lengths with TD-Pipe's filter (prompt <=
+1,024, prompt + output <= 2,048), 5,000 requests by default, all there at t = 0; --quick
+runs 1,500 (every grid point still reaches a steady window: `steady frac` in the JSON) and
+only the first setting of each family. Host memory 256 GB (less the planner's 8 GB OS
+reserve).
 
-    python benchmarks/projection.py [--quick] [--out DIR] [--requests N] [--jobs J]
+    python benchmarks/projection.py [--quick] [--json F] [--out DIR] [--requests N] [--jobs J]
+                                    [--only GPU/MODEL ...]
 
-Runs are independent: --jobs runs them in parallel processes (default 2, the cores we
-have). Seeded: the same arguments give the same numbers.
+Writes DIR/projection.md (the table), DIR/projection.json (rows and every run) and
+DIR/projection.png (throughput by family, a panel per GPU, PipeMax's ratio to the best
+baseline over its bar). --json F also writes the rows alone to F. Seeded: the same
+arguments give the same numbers. Runs take minutes (--quick) to hours (full) on two cores.
 """
 
 from __future__ import annotations
@@ -30,59 +40,100 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipemax_sglang.sim import Machine, SimConfig, load_model, sharegpt_like, simulate  # noqa: E402
+from pipemax_sglang.plan.search import BASELINES, plan  # noqa: E402
+from pipemax_sglang.sim import Machine, load_model, sharegpt_like  # noqa: E402
 from pipemax_sglang.sim.costs import DoesNotFit  # noqa: E402
 
 GPUS = ("rtx4090", "l20", "l40")
 MODELS = ("llama-2-13b", "qwen2.5-32b", "llama-3-70b")
-POLICIES = ("tp", "pp", "pp-offload-fcfs", "pipemax")
-OFFLOAD = ("pp-offload-fcfs", "pipemax")
-SWEEP_MODEL = "llama-3-70b"
+LABEL = {"tp": "TP", "tp4xpp2": "tp4 x pp2", "tp2xpp4": "tp2 x pp4", "pp": "stock PP",
+         "td-pipe": "TD-Pipe", "pipemax": "PipeMax"}
+QUICK_REQUESTS, FULL_REQUESTS = 1500, 5000
+PRESSED_FRAC = 0.2      # a steady window of at least this share of PipeMax's run: "pressed"
 
 
-def _run(job: tuple) -> dict:
-    gpu, model, policy, host_gb, n, seed = job
-    cfg = SimConfig(load_model(model), Machine.named(gpu, host_mem_gb=host_gb),
-                    sharegpt_like(n, seed), policy=policy)
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def _point(job: tuple) -> dict:
+    gpu, model, host_gb, n, seed, quick = job
+    t0 = time.perf_counter()
+    work = sharegpt_like(n, seed)
     try:
-        return simulate(cfg).to_dict()
+        pl = plan(load_model(model), Machine.named(gpu, host_mem_gb=host_gb), work, quick=quick)
     except DoesNotFit as e:
-        return {"gpu": gpu, "model": model, "policy": policy, "host_gb": host_gb,
-                "does_not_fit": str(e)}
+        return {"gpu": gpu, "model": model, "does_not_fit": str(e)}
+    pm = pl.best
+    r = pm.result
+    bb = pl.best_baseline
+    fam = dict(pl.baselines, pipemax=pm)
+    steady = {k: c.result.steady_tok_s for k, c in fam.items()}
+    st = r.steady or {}
+    row = {
+        "gpu": gpu, "model": model,
+        "tp": fam["tp"].tok_s if "tp" in fam else None,
+        "tp4xpp2": fam["tp4xpp2"].tok_s if "tp4xpp2" in fam else None,
+        "tp2xpp4": fam["tp2xpp4"].tok_s if "tp2xpp4" in fam else None,
+        "pp": fam["pp"].tok_s if "pp" in fam else None,
+        "td-pipe": fam["td-pipe"].tok_s if "td-pipe" in fam else None,
+        "pipemax": pm.tok_s,
+        "best_baseline": bb.family if bb else None,
+        "best_baseline_tok_s": bb.tok_s if bb else None,
+        "pipemax_vs_pp": _ratio(pm.tok_s, fam["pp"].tok_s if "pp" in fam else None),
+        "pipemax_vs_best": _ratio(pm.tok_s, bb.tok_s if bb else None),
+        "optimum_fraction": r.optimum_fraction if r.steady else None,
+        "link_util": st.get("link_util", r.link_util),
+        "pressed": bool(r.steady and r.steady["frac"] >= PRESSED_FRAC),
+        "winner": pl.winner.family,
+        "settings": {k: c.setting() for k, c in fam.items()},
+        "steady_tok_s": steady,
+        "steady_pipemax_vs_pp": _ratio(steady.get("pipemax"), steady.get("pp")),
+        "steady_pipemax_vs_best": _ratio(steady.get("pipemax"),
+                                         max((v for k, v in steady.items() if k != "pipemax" and v),
+                                             default=None)),
+        "steady_frac": {k: (c.result.steady or {}).get("frac") for k, c in fam.items()},
+        "optimum": r.optimum,
+        "pipemax_ctx_per_turn": st.get("ctx_per_turn"),
+        "pipemax_cpu_wait_frac": r.cpu_wait_frac,
+        "pipemax_link_util_whole_run": r.link_util,
+        "runs": [dict(family=c.family, stage=c.stage, setting=c.setting(), **c.result.to_dict())
+                 for c in pl.tried],
+        "wall_s": time.perf_counter() - t0,
+    }
+    return row
 
 
-def _key(d: dict) -> tuple:
-    return d.get("gpu"), d.get("model"), d.get("policy"), d.get("host_gb")
+def _f(x: float | None, fmt: str) -> str:
+    return format(x, fmt) if x is not None else "-"
 
 
-def _table(rows: list[dict], host_gb: float) -> str:
-    by = {_key(r): r for r in rows}
-    ran = next(r for r in rows if "workload" in r)
-    out = [f"Output tokens/s, whole 8-GPU server, host {host_gb:g} GB, {ran['workload']}, "
-           f"{ran['requests']} requests. gain/dT_max: PipeMax's gain over pp as a fraction "
-           "of the PCIe ceiling; streamed/dT_max: output tokens of rows loaded from host, per "
-           "second, over the ceiling.", "",
-           "| GPU | model | tp | pp | pp+offload FCFS | PipeMax | PipeMax/pp | dT_max | "
-           "gain/dT_max | streamed/dT_max | link util |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for gpu in GPUS:
-        for model in MODELS:
-            cells = [by.get((gpu, model, p, host_gb), {}) for p in POLICIES]
-            tok = [c.get("tok_s") for c in cells]
-            fmt = [f"{t:.0f}" if t is not None else "n/f" for t in tok]
-            pm, pp = cells[3], cells[1]
-            if pm.get("tok_s") and pp.get("tok_s"):
-                ceil = pm["ceiling_tok_s"]
-                extra = [f"{pm['tok_s'] / pp['tok_s']:.2f}x", f"{ceil:.0f}",
-                         f"{(pm['tok_s'] - pp['tok_s']) / ceil:.0%}",
-                         f"{pm['ceiling_fraction']:.0%}", f"{pm['link_util']:.0%}"]
-            else:
-                extra = ["-"] * 5
-            out.append(f"| {gpu} | {model} | " + " | ".join(fmt + extra) + " |")
+def _table(rows: list[dict], n: int, host_gb: float) -> str:
+    out = [f"Output tokens/s, whole 8-GPU server, {n} ShareGPT-like requests (TD-Pipe's filter), "
+           f"host {host_gb:g} GB. Each family at its best setting (planner search); ratios are "
+           "PipeMax over stock PP and over the best baseline, whole run, then steady state. "
+           "X* fraction: PipeMax's steady context a turn over the capacity optimum (- : no "
+           "steady window; * : window under a fifth of the run, memory barely pressed); link: "
+           "its steady H2D utilisation.", "",
+           "| GPU | model | TP | tp4 x pp2 | tp2 x pp4 | stock PP | TD-Pipe | PipeMax | best baseline | "
+           "PipeMax/PP | PipeMax/best | steady /PP | steady /best | X* fraction | link |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "does_not_fit" in r:
+            out.append(f"| {r['gpu']} | {r['model']} | does not fit |" + " |" * 13)
+            continue
+        cells = [_f(r.get(k), ".0f") for k in ("tp", "tp4xpp2", "tp2xpp4", "pp", "td-pipe", "pipemax")]
+        out.append(f"| {r['gpu']} | {r['model']} | " + " | ".join(cells) + " | "
+                   + " | ".join([LABEL.get(r["best_baseline"], "-"),
+                                 _f(r["pipemax_vs_pp"], ".2f") + "x", _f(r["pipemax_vs_best"], ".2f") + "x",
+                                 _f(r["steady_pipemax_vs_pp"], ".2f") + "x",
+                                 _f(r["steady_pipemax_vs_best"], ".2f") + "x",
+                                 _f(r["optimum_fraction"], ".2f") + ("" if r["pressed"] or r["optimum_fraction"] is None else "*"),
+                                 _f(r["link_util"], ".0%")]) + " |")
     return "\n".join(out) + "\n"
 
 
-def _plot(rows: list[dict], path: Path) -> bool:
+def _plot(rows: list[dict], path: Path, n: int) -> bool:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -90,26 +141,30 @@ def _plot(rows: list[dict], path: Path) -> bool:
     except ImportError:
         print("matplotlib not installed: no plot")
         return False
-    fig, axes = plt.subplots(1, len(GPUS), figsize=(5 * len(GPUS), 4), squeeze=False)
+    fams = BASELINES + ("pipemax",)
+    colours = {"tp": "#9e9e9e", "tp4xpp2": "#bdbdbd", "tp2xpp4": "#d6d6d6", "pp": "#6baed6",
+               "td-pipe": "#3182bd", "pipemax": "#e6550d"}
+    fig, axes = plt.subplots(1, len(GPUS), figsize=(6 * len(GPUS), 4.6), squeeze=False)
+    width = 0.13
     for ax, gpu in zip(axes[0], GPUS):
-        for pol in POLICIES:
-            pts = sorted((r["host_gb"], r["tok_s"]) for r in rows
-                         if r.get("gpu") == gpu and r.get("model") == SWEEP_MODEL
-                         and r.get("policy") == pol and "tok_s" in r)
-            if pts:
-                xs, ys = zip(*pts)
-                if pol not in OFFLOAD and len(xs) == 1:   # host memory does not matter
-                    xs_all = sorted({r["host_gb"] for r in rows if r.get("gpu") == gpu})
-                    xs, ys = xs_all, [ys[0]] * len(xs_all)
-                ax.plot(xs, ys, marker="o", label=pol)
-        ax.set_title(f"{SWEEP_MODEL}, 8x {gpu}")
-        ax.set_xlabel("host memory (GB)")
-        ax.set_ylabel("output tokens/s")
-        ax.set_xscale("log", base=2)
-        ticks = sorted({r["host_gb"] for r in rows if r.get("gpu") == gpu})
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        pts = [r for r in rows if r["gpu"] == gpu]
+        for i, r in enumerate(pts):
+            for j, f in enumerate(fams):
+                v = r.get(f) or 0.0
+                x = i + (j - (len(fams) - 1) / 2) * width
+                ax.bar(x, v, width, color=colours[f], edgecolor="black" if f == "pipemax" else "none",
+                       label=LABEL[f] if i == 0 else None)
+                if f == "pipemax" and r.get("pipemax_vs_best"):
+                    ax.annotate(f"{r['pipemax_vs_best']:.2f}x\nof best", (x, v), ha="center", va="bottom",
+                                fontsize=8, xytext=(0, 2), textcoords="offset points")
+        ax.set_xticks(range(len(pts)), [r["model"] for r in pts])
+        ax.set_title(f"8x {gpu}")
+        ax.set_ylabel("output tokens/s (whole run)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.15)
+    axes[0][0].legend(fontsize=8, loc="upper right")
+    fig.suptitle(f"PipeMax against the baselines a user would pick, each at its best setting "
+                 f"({n} ShareGPT-like requests; label: PipeMax over the best baseline)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
@@ -118,43 +173,69 @@ def _plot(rows: list[dict], path: Path) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench-results/projection")
-    ap.add_argument("--quick", action="store_true", help="800 requests, smaller sweep")
-    ap.add_argument("--requests", type=int, default=None, help="default 2000 (quick: 800)")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"{QUICK_REQUESTS} requests, first setting of each family")
+    ap.add_argument("--requests", type=int, default=None,
+                    help=f"default {FULL_REQUESTS} (quick: {QUICK_REQUESTS})")
     ap.add_argument("--host-gb", type=float, default=256.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--json", default=None, help="also write the rows alone here")
+    ap.add_argument("--only", action="append", default=None, metavar="GPU/MODEL",
+                    help="run only these grid points (repeatable), e.g. rtx4090/llama-3-70b")
     a = ap.parse_args()
-    n = a.requests or (800 if a.quick else 2000)
-    sweep = (512.0,) if a.quick else (128.0, 512.0)
-    jobs = [(g, m, p, a.host_gb, n, a.seed) for g in GPUS for m in MODELS for p in POLICIES]
-    jobs += [(g, SWEEP_MODEL, p, h, n, a.seed) for g in GPUS for p in OFFLOAD for h in sweep]
+    n = a.requests or (QUICK_REQUESTS if a.quick else FULL_REQUESTS)
+    points = [(g, m) for g in GPUS for m in MODELS]
+    if a.only:
+        want = {tuple(x.split("/", 1)) for x in a.only}
+        unknown = want - set(points)
+        if unknown:
+            ap.error(f"not on the grid: {', '.join('/'.join(u) for u in sorted(unknown))}")
+        points = [p for p in points if p in want]
+    jobs = [(g, m, a.host_gb, n, a.seed, a.quick) for g, m in points]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rows = []
     with ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-        for job, r in zip(jobs, pool.map(_run, jobs)):
+        for r in pool.map(_point, jobs):
             rows.append(r)
-            if "tok_s" in r:
-                print(f"{r['policy']:16s} {r['gpu']:8s} {r['model']:12s} host {r['host_gb']:5.0f}GB "
-                      f"{r['tok_s']:8.1f} tok/s  rows/turn {r['mean_rows']:6.1f}  L {r['mean_context']:4.0f}"
-                      + (f"  streamed {r['streamed_tok_s']:7.1f} = {r['ceiling_fraction']:4.0%} of "
-                         f"dT_max {r['ceiling_tok_s']:.0f}" if r["policy"] in OFFLOAD else "")
-                      + f"  [{r['sim_wall_s']:.1f}s]", flush=True)
-            else:
-                print(f"{job[2]:16s} {job[0]:8s} {job[1]:12s} does not fit: {r['does_not_fit']}")
+            if "does_not_fit" in r:
+                print(f"{r['gpu']:8s} {r['model']:12s} does not fit: {r['does_not_fit']}", flush=True)
+                continue
+            print(f"{r['gpu']:8s} {r['model']:12s} PipeMax {r['pipemax']:7.1f} tok/s "
+                  f"({r['settings']['pipemax']}): {_f(r['pipemax_vs_pp'], '.2f')}x stock PP, "
+                  f"{_f(r['pipemax_vs_best'], '.2f')}x best baseline {r['best_baseline']} "
+                  f"({r['settings'].get(r['best_baseline'], '-')}); steady {_f(r['steady_pipemax_vs_pp'], '.2f')}x / "
+                  f"{_f(r['steady_pipemax_vs_best'], '.2f')}x; X* fraction {_f(r['optimum_fraction'], '.2f')}"
+                  f"{'' if r['pressed'] else ' (not pressed)'}, "
+                  f"link {r['link_util']:.0%}  [{r['wall_s']:.0f}s]", flush=True)
     wall = time.perf_counter() - t0
-    table = _table(rows, a.host_gb)
+    table = _table(rows, n, a.host_gb)
     print(table)
+    ok = [r for r in rows if "does_not_fit" not in r]
+    worst = min(ok, key=lambda r: r["pipemax_vs_pp"] or 0.0, default=None)
+    if worst is not None:
+        print(f"lowest PipeMax/stock PP: {worst['pipemax_vs_pp']:.2f}x ({worst['gpu']}/{worst['model']}); "
+              f"PipeMax wins {sum(r['winner'] == 'pipemax' for r in ok)} of {len(ok)} grid points")
     (out / "projection.md").write_text(table)
-    record = {"benchmark": "projection", "requests": n, "seed": a.seed, "host_gb": a.host_gb,
-              "sweep_host_gb": sweep, "wall_s": wall, "jobs": a.jobs,
+    keys = ("gpu", "model", "tp", "pp", "pipemax", "best_baseline", "pipemax_vs_pp",
+            "pipemax_vs_best", "optimum_fraction", "link_util", "pressed")
+    record = {"benchmark": "projection", "requests": n, "quick": a.quick, "seed": a.seed,
+              "host_gb": a.host_gb, "wall_s": wall, "jobs": a.jobs,
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
-              "results": rows}
+              "rows": [{k: r.get(k) for k in keys} | {x: r[x] for x in r if x not in keys}
+                       for r in rows]}
     (out / "projection.json").write_text(json.dumps(record, indent=1))
-    plotted = _plot(rows, out / "projection.png")
-    print(f"grid of {len(jobs)} runs in {wall:.0f}s; wrote {out}/projection.md, projection.json"
-          + (", projection.png" if plotted else ""))
+    if a.json:
+        Path(a.json).write_text(json.dumps(
+            [{k: r.get(k) for k in keys + ("tp4xpp2", "tp2xpp4", "td-pipe", "best_baseline_tok_s", "winner",
+                                           "steady_tok_s", "steady_pipemax_vs_pp",
+                                           "steady_pipemax_vs_best", "settings")}
+             for r in rows], indent=1))
+    plotted = _plot(ok, out / "projection.png", n)
+    print(f"grid of {len(jobs)} points in {wall:.0f}s; wrote {out}/projection.md, projection.json"
+          + (", projection.png" if plotted else "") + (f", {a.json}" if a.json else ""))
     return 0
 
 

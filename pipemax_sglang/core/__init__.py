@@ -7,6 +7,7 @@ and in the simulator.
     fitting.py        robust non-negative least squares used by the fits
     cost_model.py     step time t = a + b*rows + c*sum(context), online fit; transfer time
     budget.py         sliding-window prefetch budget: a link timeline per stage
+    capacity.py       the most context a micro-batch can hold a turn (D, C, M, reserve, cap)
     selector_types.py Candidate, Resident, SelectorInput, Plan
     objective.py      what a plan is worth (J) and whether it is allowed: defined once
     frame.py          the shared problem set-up: columns, park rule, ageing (forced rejoins)
@@ -20,6 +21,7 @@ and in the simulator.
 from .baselines import SELECTORS, select_fcfs, select_none, select_oldest, select_shortest
 from .budget import (BudgetPolicy, Commitment, LinkTimeline, PipelineBudget, PrefetchBudget,
                      StageBudget, pipelined_nows)
+from .capacity import TurnOptimum, turn_optimum
 from .cost_model import StepCost, StepCostModel, TransferModel, fit_step_cost, prior_step_cost
 from .exact import select_exact
 from .hardware import (PROFILES, HardwareProfile, LinkFit, Measurements, StepSample,
@@ -34,9 +36,10 @@ __all__ = [
     "PROFILES", "SELECTORS", "BudgetPolicy", "Candidate", "Commitment", "HardwareProfile",
     "HostNode", "LinkFit", "LinkTimeline", "Measurements", "ModelKVConfig", "PipelineBudget",
     "Plan", "PrefetchBudget", "Resident", "SelectorInput", "SelectorParams", "StageBudget",
-    "StepCost", "StepCostModel", "StepSample", "TransferModel", "TransferSample", "feasible",
+    "StepCost", "StepCostModel", "StepSample", "TransferModel", "TransferSample", "TurnOptimum",
+    "feasible",
     "fit_link", "fit_profile", "fit_step_cost", "kv_bytes_per_token", "objective",
     "pipelined_nows", "plan_totals", "pp_layer_split", "prior_step_cost", "select_exact",
     "select_fcfs", "select_greedy", "select_none", "select_oldest", "select_shortest",
-    "stage_kv_bytes_per_token",
+    "stage_kv_bytes_per_token", "turn_optimum",
 ]

@@ -1,5 +1,6 @@
 """The launch command for a plan (flags of pipemax_sglang/config.py and SGLang's own).
 
+    --tp-size T                    GPUs a stage (only when > 1)
     --pp-size P                    stages
     --pp-async-batch-depth D       micro-batches in flight beyond P: D = M - P
     --pp-max-micro-batch-size B    row cap of one micro-batch
@@ -25,11 +26,13 @@ def model_path(model: ModelShape, spec: str) -> str:
 
 
 def launch_command(path: str, pp: int, micro_batches: int, row_cap: int, host_kv_gb: float,
-                   margin: float, replicas: int = 1, selector: str = "greedy") -> str:
+                   margin: float, replicas: int = 1, selector: str = "greedy", tp: int = 1) -> str:
     parts = ["python -m pipemax_sglang.launch_server", f"--model-path {path}",
              f"--pp-size {pp}", f"--pp-async-batch-depth {micro_batches - pp}",
              f"--pp-max-micro-batch-size {row_cap}", f"--pipemax-host-kv-gb {host_kv_gb:.1f}",
              f"--pipemax-budget-margin {margin:g}", f"--pipemax-selector {selector}"]
+    if tp > 1:
+        parts.insert(2, f"--tp-size {tp}")
     if replicas > 1:
-        parts.insert(3, f"--dp-size {replicas}")
+        parts.insert(3 + (tp > 1), f"--dp-size {replicas}")
     return " ".join(parts)

@@ -50,7 +50,7 @@ def gain_fraction(results: list[SimResult]) -> str | None:
         gain = pm.tok_s - pp.tok_s
         return (f"pipemax over pp: +{gain:.1f} tok/s ({pm.tok_s / pp.tok_s:.2f}x) = "
                 f"{gain / pm.ceiling_tok_s:.0%} of dT_max {pm.ceiling_tok_s:.1f} tok/s "
-                f"(L {pm.mean_context:.0f}, {pm.gpu} x{pm.pp * pm.replicas})")
+                f"(L {pm.mean_context:.0f}, {pm.gpu} x{pm.tp * pm.pp * pm.replicas})")
     return None
 
 

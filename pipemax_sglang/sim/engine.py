@@ -11,8 +11,25 @@ at the next stage, a transfer landing. Per stage, turns run strictly in order k.
     apply(s, k)          ledger of s: release k's ring entry, apply (k + M)'s Effects,
                          queue (k + M)'s ring allocation and prefetch on s's H2D link
     link head starts     when the link is idle and s has room (links.py)
-    turn k starts on s   when s is idle, k arrived, applied and landed on s, and (s = 0)
-                         its members' previous outputs are back
+    turn k launches on s when its activations arrived (s = 0: its members' previous
+                         outputs are back) and s's scheduler has done k's moves (below)
+    turn k starts on s   when s is idle, k launched, applied and landed on s
+
+The scheduler's CPU (SGLang's PP loop, scheduler_pp_mixin.event_loop_pp): per turn, it
+schedules (rejoins), receives the activations, launches the forward asynchronously, then
+processes an older micro-batch's result (parks) while the GPU computes. So the CPU work of
+turn k runs between the launches of k - 1 and k, beside the GPU's turn k - 1, and delays k
+only where it is longer:
+
+    CPU   ..| launch k-1 | moves of k (p each) | launch k |..
+    GPU   ......| turn k-1 (async)  |  idle   | turn k |..
+
+    launch_s(k) = max(arrival_s(k), max(launch_s(k-1), decided(k)) + p * moves(k))
+
+with p = Machine.move_s and moves(k) the parks and rejoins of k's decision (every stage
+moves its own share of the KV). The GPU's wait for the CPU is `cpu_wait_s`. On a CPU host
+(Machine.moves_serialize) the forward runs on the same cores: the moves start only once
+the stage's previous turn is done, and add to every turn.
 
 A run ends when the scheduler has finished every request and no event is left. An empty
 turn (nothing to run) passes in no time; if a whole cycle of M turns is empty at one
@@ -26,6 +43,8 @@ import heapq
 from functools import partial
 from typing import Callable, NamedTuple, Protocol
 
+import numpy as np
+
 from .costs import Layout
 from .ledger import StageLedger
 from .links import Item, Link
@@ -37,6 +56,10 @@ class Scheduler(Protocol):
     def decide(self, k: int, now: float, prev: Turn | None) -> Turn: ...
 
     def done(self) -> bool: ...
+
+    def backlog(self) -> int: ...     # requests waiting for a row (queued or parked)
+
+    def finished(self) -> int: ...    # requests finished so far
 
 
 class Deadlock(RuntimeError):
@@ -58,6 +81,10 @@ class EngineStats(NamedTuple):
     decode_rows: int                      # sum of rows over decode turns
     decode_ctx: int                       # sum of attention context over decode turns
     max_rows: int                         # most rows in one decode turn
+    cpu_wait_s: tuple[float, ...]         # GPU idle, waiting for the scheduler's moves
+    moves: int                            # parks + rejoins (per stage)
+    series: dict                          # per turn out of the last stage (steady state)
+    h2d_intervals: tuple[tuple[tuple[float, float], ...], ...]   # per link (start, end)
 
 
 class Engine:
@@ -74,7 +101,8 @@ class Engine:
         # Stage s runs on GPU s (one GPU a stage); k consecutive GPUs share a switch.
         group = max(1, machine.gpus_per_switch // gpus_per_stage)
         n_links = -(-self.P // group)
-        self.h2d_links = [Link(f"h2d{i}", h2d, lat, record) for i in range(n_links)]
+        # H2D intervals are always kept: the steady-state link utilisation reads them
+        self.h2d_links = [Link(f"h2d{i}", h2d, lat, True) for i in range(n_links)]
         self.d2h_links = [Link(f"d2h{i}", d2h, lat, record) for i in range(n_links)]
         self.h2d_of = [self.h2d_links[s // group] for s in range(self.P)]
         self.d2h_of = [self.d2h_links[s // group] for s in range(self.P)]
@@ -98,6 +126,17 @@ class Engine:
         self.decode_rows = 0
         self.decode_ctx = 0
         self.max_rows = 0
+        self.move_s = machine.move_s
+        self.moves_serialize = machine.moves_serialize
+        self.last_launch = [0.0] * self.P
+        self.free_since = [0.0] * self.P
+        self.cpu_wait_s = [0.0] * self.P
+        self.wake_at = [float("inf")] * self.P
+        self.moves = 0
+        self.out_time: dict[int, float] = {}          # turn -> when it left the last stage
+        # one row per turn out of the last stage: (end, kind, rows, ctx, tokens, decided,
+        # pressed, finished)
+        self.series: list[tuple[float, str, int, int, int, float, bool, int]] = []
         self.now = 0.0
         self.record = record
         self.trace: list[tuple[str, int, int, float]] = []   # (event, stage, turn, time)
@@ -127,6 +166,10 @@ class Engine:
         self.turns[k] = turn
         self.kinds[turn.kind] += 1
         turn.arrived[0] = True
+        turn.decided_at = self.now
+        turn.pressed = self.sched.backlog() > 0
+        turn.finished = self.sched.finished()
+        self.moves += turn.moves
         turn.hop = self.layout.hop_latency_s + self.layout.hop_s_per_token * (
             turn.tokens if turn.kind == PREFILL else turn.rows)
         self.empty_run = self.empty_run + 1 if turn.kind == EMPTY else 0
@@ -152,7 +195,23 @@ class Engine:
         if s == 0:
             if self.last_done < t.deps:
                 return
+            ready = max(t.decided_at, self.out_time.get(t.deps, 0.0))
         elif not t.arrived[s]:
+            return
+        else:
+            ready = t.arrived_at[s]
+        launch = t.launch_at[s]
+        if launch is None:                    # module note: the CPU's moves before it
+            base = max(self.last_launch[s], t.decided_at)
+            if self.moves_serialize:
+                base = max(base, self.free_since[s])
+            cpu = base + self.move_s * t.moves
+            launch = t.launch_at[s] = max(ready, cpu)
+            self.last_launch[s] = launch
+        if launch > self.now:
+            if launch < self.wake_at[s]:
+                self.wake_at[s] = launch
+                self._push(launch, partial(self._wake_stage, s))
             return
         if not t.landed[s]:
             if self.stall_since[s] is None:
@@ -162,6 +221,7 @@ class Engine:
         if self.stall_since[s] is not None:
             self.stall_s[s] += self.now - self.stall_since[s]
             self.stall_since[s] = None
+        self.cpu_wait_s[s] += max(0.0, launch - max(ready, self.free_since[s]))
         self.busy[s] = True
         if self.record:
             self.trace.append(("start", s, t.k, self.now))
@@ -169,9 +229,14 @@ class Engine:
         self.busy_s[s] += dt
         self._push(self.now + dt, partial(self._stage_done, s, t.k))
 
+    def _wake_stage(self, s: int) -> None:
+        self.wake_at[s] = float("inf")
+        self._try_start(s)
+
     def _stage_done(self, s: int, k: int) -> None:
         t = self.turns[k]
         self.busy[s] = False
+        self.free_since[s] = self.now
         self.next_k[s] = k + 1
         if s == 0 and not self.sched.done():
             if t.kind == EMPTY and self.empty_run >= self.M:
@@ -191,6 +256,8 @@ class Engine:
             self._push(self.now + t.hop, partial(self._arrive, s + 1, k))
         else:
             self.last_done = k
+            self.out_time[k] = self.now
+            self.out_time.pop(k - 4 * self.M, None)      # deps reach back at most M turns
             if t.kind != EMPTY:
                 self.tokens_out += len(t.reqs)
                 self.makespan = self.now
@@ -198,12 +265,15 @@ class Engine:
                     self.decode_rows += t.rows
                     self.decode_ctx += t.sum_ctx
                     self.max_rows = max(self.max_rows, t.rows)
+                self.series.append((self.now, t.kind, t.rows, t.sum_ctx, len(t.reqs),
+                                    t.decided_at, t.pressed, t.finished))
             del self.turns[k]                 # every stage is done with it
             self._try_start(0)
         self._try_start(s)
 
     def _arrive(self, s: int, k: int) -> None:
         self.turns[k].arrived[s] = True
+        self.turns[k].arrived_at[s] = self.now
         self._try_start(s)
 
     # ---- memory and links --------------------------------------------------------------
@@ -296,4 +366,13 @@ class Engine:
             ledger_peak=tuple(x.peak for x in self.ledgers),
             ledger_violations=sum(x.violations for x in self.ledgers),
             capacity_tokens=self.layout.capacity_tokens,
-            decode_rows=self.decode_rows, decode_ctx=self.decode_ctx, max_rows=self.max_rows)
+            decode_rows=self.decode_rows, decode_ctx=self.decode_ctx, max_rows=self.max_rows,
+            cpu_wait_s=tuple(self.cpu_wait_s), moves=self.moves, series=self._series(),
+            h2d_intervals=tuple(tuple((a, b) for a, b, _ in x.intervals) for x in self.h2d_links))
+
+    def _series(self) -> dict:
+        cols = list(zip(*self.series)) if self.series else [()] * 8
+        names = ("end", "kind", "rows", "ctx", "tokens", "decided", "pressed", "finished")
+        out = {n: np.asarray(c) for n, c in zip(names, cols)}
+        out["decode"] = out.pop("kind") == DECODE if self.series else np.zeros(0, dtype=bool)
+        return out

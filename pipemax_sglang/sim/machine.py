@@ -7,19 +7,27 @@ way, independent directions). With k > 1, k consecutive GPUs share one switch up
 direction (uplink_gbps, default: one x16 link of the profile), so their transfers queue
 behind each other: the ceiling of performance-model.md divides by up to k.
 
-Assumptions on top of the core's datasheet profile (each a field, so a user can change it):
+Assumptions and calibrations on top of the core's datasheet profile (each a field, so a
+user can change it):
 
     reserve_gb           GPU memory neither weights nor KV: CUDA context, activations of a
                          prefill chunk, graphs. 1.5 GB is what a 4k-token chunk of a 70B
                          model needs in activations (~0.5 GB) plus context and graphs.
-    step_overhead_s      fixed cost of one forward on a stage besides the weight read
-                         (launches, sampling, the scheduler's own work): 0.5 ms.
-    allreduce_hop_s      per-hop latency of a ring all-reduce over PCIe (tensor-parallel
-                         baseline): 4 us, so an 8-GPU all-reduce of a small message costs
-                         2 * 7 * 4 = 56 us, the tens of microseconds NCCL reaches on PCIe.
-    ring_gbps            all-reduce bus bandwidth per GPU; default the profile's H2D rate
-                         (generous to tensor parallelism: GeForce cards have no P2P and
-                         bounce through host memory).
+    step_overhead_s      fixed GPU cost of one forward on a stage besides its kernels
+                         (sampling, small ops): 0.5 ms, an assumption.
+    kernels              how close a forward gets to the datasheet, and how much weight
+                         reads and compute overlap: fitted to TD-Pipe's L20 profiles
+                         (calibration.py).
+    allreduce            NCCL ring all-reduce over PCIe, time by message size: fitted to
+                         published 4090 measurements (calibration.py); an upper bound for
+                         GeForce cards without a P2P driver.
+    move_s               the scheduler's CPU time per park or rejoin, charged on each stage's
+                         CPU timeline (engine.py): 0.5 ms, our measurement (`kv_move_ms` of
+                         the live stack in bench_offline.py, 0.45-0.5 ms on our CPU hosts;
+                         README). A host CPU faster than ours, or a leaner move, lowers it.
+    moves_serialize      False (a GPU): a turn's moves run on the CPU beside the GPU's
+                         previous turn; True (a CPU host: the forward shares the cores):
+                         they add to the turn. The live decider has the same switch.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipemax_sglang.core import PROFILES, HardwareProfile, TransferModel
+
+from .calibration import L20_KERNELS, PCIE_ALLREDUCE, AllReduceModel, Kernels
 
 
 @dataclass(frozen=True)
@@ -38,8 +48,10 @@ class Machine:
     uplink_gbps: float | None = None    # per direction; None: the profile's link
     reserve_gb: float = 1.5
     step_overhead_s: float = 0.5e-3
-    allreduce_hop_s: float = 4e-6
-    ring_gbps: float | None = None
+    kernels: Kernels = L20_KERNELS
+    allreduce: AllReduceModel = PCIE_ALLREDUCE
+    move_s: float = 0.5e-3
+    moves_serialize: bool = False
 
     def __post_init__(self) -> None:
         if self.num_gpus < 1 or self.gpus_per_switch < 1:
@@ -47,8 +59,8 @@ class Machine:
         if self.num_gpus % self.gpus_per_switch:
             raise ValueError(f"{self.num_gpus} GPUs do not split into switches of "
                              f"{self.gpus_per_switch}")
-        if self.host_mem_gb < 0 or self.reserve_gb < 0 or self.step_overhead_s < 0:
-            raise ValueError("host_mem_gb, reserve_gb and step_overhead_s must be >= 0")
+        if min(self.host_mem_gb, self.reserve_gb, self.step_overhead_s, self.move_s) < 0:
+            raise ValueError("host_mem_gb, reserve_gb, step_overhead_s and move_s must be >= 0")
 
     @classmethod
     def named(cls, gpu: str, **kw) -> "Machine":
@@ -60,10 +72,6 @@ class Machine:
     def uplink_bytes_per_s(self) -> float:
         gbps = self.uplink_gbps if self.uplink_gbps is not None else self.profile.h2d_gbps
         return gbps * 1e9
-
-    @property
-    def ring_bytes_per_s(self) -> float:
-        return (self.ring_gbps if self.ring_gbps is not None else self.profile.h2d_gbps) * 1e9
 
     def link_rates(self) -> tuple[float, float]:
         """(H2D, D2H) bytes/s one transfer gets on the wire: a switch uplink is a single

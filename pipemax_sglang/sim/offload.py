@@ -119,8 +119,23 @@ class OffloadScheduler:
     def done(self) -> bool:
         return self.book.all_done()
 
+    def backlog(self) -> int:
+        """Requests that want a row and have none now: waiting or parked."""
+        return len(self.waiting) + len(self.parked)
+
+    def finished(self) -> int:
+        return self.book.done_count
+
     # ---- one decision ---------------------------------------------------------------
     def decide(self, k: int, now: float, prev: Turn | None) -> Turn:
+        """The decision (below), and how many parks and rejoins it made (the engine charges
+        each stage's CPU for them)."""
+        before = self.m["parked"] + self.m["rejoined"]
+        turn = self._decide(k, now, prev)
+        turn.moves = self.m["parked"] + self.m["rejoined"] - before
+        return turn
+
+    def _decide(self, k: int, now: float, prev: Turn | None) -> Turn:
         m = k % self.M
         free, keep, live = self._retire(m, prev)
         if not (live or self.residents[m] or self.pinned[m] or self.parked or self.waiting):

@@ -64,6 +64,13 @@ class RecomputeScheduler:
     def done(self) -> bool:
         return self.book.all_done()
 
+    def backlog(self) -> int:
+        """Requests waiting for admission (retracted ones included)."""
+        return len(self.waiting)
+
+    def finished(self) -> int:
+        return self.book.done_count
+
     # ---------------------------------------------------------------------------------
     def decide(self, k: int, now: float, prev: Turn | None) -> Turn:
         m = k % self.M

@@ -41,11 +41,14 @@ class Turn:
     compute in it (each makes one output token at the last stage). `ring`: tokens this turn
     brings onto the device for itself only (rejoins + their new tokens, or an offload
     prefill's prompts), of which `h2d` are loaded from host; freed when it leaves.
-    `release[s]`: the scheduler's as-late-as-possible start for that on stage s."""
+    `release[s]`: the scheduler's as-late-as-possible start for that on stage s.
+    `moves`: parks and rejoins its decision made (each costs every stage's scheduler CPU
+    time before this turn can launch: engine.py)."""
 
     __slots__ = ("k", "mb", "kind", "reqs", "rows", "sum_ctx", "tokens", "times", "ring",
                  "h2d", "d2h", "effects", "deps", "hop", "arrived", "applied", "landed",
-                 "release")
+                 "release", "moves", "decided_at", "arrived_at", "launch_at", "pressed",
+                 "finished")
 
     def __init__(self, k: int, mb: int, kind: str, reqs: tuple[int, ...], times: tuple[float, ...],
                  *, rows: int = 0, sum_ctx: int = 0, tokens: int = 0, ring: int = 0,
@@ -60,6 +63,13 @@ class Turn:
         self.applied = [False] * p      # its decision's Effects applied on stage s
         self.landed = [False] * p       # ring allocated and prefetch landed on stage s
         self.release = release          # per stage: start the ring item no earlier (ALAP)
+        self.moves = 0                  # parks + rejoins of its decision
+        # the engine's books: when it was decided, reached each stage, was launched there
+        self.decided_at = 0.0
+        self.arrived_at = [0.0] * p
+        self.launch_at: list[float | None] = [None] * p
+        self.pressed = False            # requests waiting or parked when it was decided
+        self.finished = 0               # requests finished when it was decided
 
     def __repr__(self) -> str:
         return f"Turn(k={self.k}, mb={self.mb}, {self.kind}, rows={self.rows}, ring={self.ring})"

@@ -65,6 +65,8 @@ def test_launch_command_spells_the_flags():
                    "--pp-size 8 --pp-async-batch-depth 4 --pp-max-micro-batch-size 40 "
                    "--pipemax-host-kv-gb 61.4 --pipemax-budget-margin 0.1 --pipemax-selector greedy")
     assert "--dp-size 2" in launch_command("m", 4, 6, 10, 1.0, 0.1, replicas=2)
+    assert "--tp-size 2 --pp-size 4 --dp-size 1" not in launch_command("m", 4, 4, 10, 1.0, 0.1, tp=2)
+    assert " --tp-size 2 --pp-size 4 " in launch_command("m", 4, 4, 10, 1.0, 0.1, tp=2)
 
 
 def test_the_planner_searches_and_recommends_a_runnable_setting():
@@ -72,14 +74,23 @@ def test_the_planner_searches_and_recommends_a_runnable_setting():
     work = Workload("small", rng.integers(50, 300, 40), rng.integers(5, 30, 40))
     pl = plan(TINY_MODEL, tiny_machine(host_gb=12.0), work, os_reserve_gb=8.0)
     b = pl.best
-    assert b.micro_batches >= b.pp and pl.row_cap >= 1
-    assert b.result.tok_s == max(c.result.tok_s for c in pl.tried)
-    assert {c.stage for c in pl.tried} >= {"pp", "M", "margin", "cap"}
-    # 4 GB left for KV, whole-model KV 16 KiB a token: 244,140 tokens; a stage holds 1/8.
+    pm = [c for c in pl.tried if c.family == "pipemax"]
+    assert b.family == "pipemax" and b.micro_batches >= b.pp and pl.row_cap >= 1
+    assert b.result.tok_s == max(c.result.tok_s for c in pm)
+    assert {c.stage for c in pm} >= {"layout", "M", "margin", "cap"}
+    assert {(c.tp, c.pp) for c in pm} >= {(1, 8), (2, 4)}      # pp 4 alone does not fit
+    # 4 GB left for KV, whole-model KV 16 KiB a token: 244,140 tokens; a stage holds 1/pp.
     assert pl.host_kv_tokens == int(4e9 / b.result.replicas // TINY_MODEL.kv_bytes_per_token)
     assert pl.host_kv_gb_per_stage == pytest.approx(
-        pl.host_kv_tokens * max(TINY_MODEL.stage_kv(b.pp)) / 1e9)
-    assert pl.baseline is not None and pl.baseline.policy == "pp"
+        pl.host_kv_tokens * max(TINY_MODEL.stage_kv(b.pp, b.tp)) / 1e9)
+    # every baseline family at its best setting; the winner is the fastest of all
+    assert set(pl.baselines) == {"tp", "tp4xpp2", "tp2xpp4", "pp", "td-pipe"}
+    for name, c in pl.baselines.items():
+        assert c.tok_s == max(x.tok_s for x in pl.tried if x.family == name)
+    assert pl.winner.tok_s == max(c.tok_s for c in pl.tried)
+    assert pl.best_baseline.tok_s == max(c.tok_s for c in pl.baselines.values())
+    assert "best baseline" in pl.summary() and "stock pp" in pl.summary()
+    assert pl.baselines["tp"].result.policy == "tp" and pl.baselines["tp2xpp4"].result.tp == 2
 
 
 def test_the_cli_runs_one_configuration(capsys, tmp_path):

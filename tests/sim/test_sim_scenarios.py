@@ -1,13 +1,15 @@
 """Scripted scenarios whose timelines are worked out by hand (arithmetic in the comments),
 and the cost arithmetic of performance-model.md checked number by number."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sim_cases import MS, flat_layout, link_machine, run, workload
 
 from pipemax_sglang.core import PROFILES
 from pipemax_sglang.sim import Machine, load_model
-from pipemax_sglang.sim.costs import DoesNotFit, pcie_ceiling, pp_layout, tp_layout
+from pipemax_sglang.sim.costs import DoesNotFit, layout, pcie_ceiling, pp_layout, tp_layout
 from pipemax_sglang.sim.recompute import RecomputeScheduler
 from pipemax_sglang.sim.turn import DECODE, Turn
 
@@ -82,33 +84,55 @@ def test_ceiling_matches_the_worked_example():
     assert shared.pcie_bytes_per_s() == pytest.approx(25e9 / 4)
 
 
-def test_pp_stage_costs_are_the_roofline_terms():
+def test_pp_stage_costs_are_the_calibrated_step():
     # Llama-3-70B on 8x RTX 4090, stage 3 (10 layers, no embedding, no head):
-    #   layer params 855.6 M -> weights 10 * 855.6e6 * 2 B = 17.11 GB
-    #   a = 17.11e9 / 1008e9 + 0.5 ms = 17.48 ms;  b = 2 * 8.556e9 / 165.2e12 = 103.6 us
-    #   c = k_s / BW = 40,960 / 1008e9 = 40.6 ns;  KV room (24 - 17.11 - 1.5) GB / 40,960 B
+    #   layer params 855.6 M -> weights W = 10 * 855.6e6 * 2 B = 17.11 GB, N = 8.556 G params
+    #   64 rows: t_m = W / (e_gemm 1008e9), t_c = 2 N 64 / (e_tc 165.2e12), overlapped by the
+    #   fitted p-norm; attention reads k_s = 40,960 B a context token at the GEMV efficiency;
+    #   plus the 0.5 ms overhead. KV room (24 - 17.11 - 1.5) GB / 40,960 B.
     m = load_model("llama-3-70b")
-    lay = pp_layout(m, Machine.named("rtx4090"), 8)
+    mach = Machine.named("rtx4090")
+    k = mach.kernels
+    lay = pp_layout(m, mach, 8)
     st = lay.stages[3]
     assert m.layer_params == 855_654_400
     assert st.weight_bytes == 10 * 855_654_400 * 2
-    assert st.step.a == pytest.approx(17.1131e9 / 1008e9 + 0.5e-3, rel=1e-4)
-    assert st.step.b == pytest.approx(2 * 8.556544e9 / 165.2e12, rel=1e-6)
-    assert st.step.c == pytest.approx(40960 / 1008e9)
+    w, n = 10 * 855_654_400 * 2, 10 * 855_654_400
+    tm = w / (k.gemm_hbm * 1008e9)
+    tc = 2 * n * 64 / (k.tensor * 165.2e12)
+    p = k.overlap_p
+    kv = 40960 / (k.gemv_hbm * 1008e9)
+    assert st.decode_time(64, 1000) == pytest.approx(0.5e-3 + (tm ** p + tc ** p) ** (1 / p) + 1000 * kv)
+    assert max(tm, tc) < st.decode_time(64, 0) - 0.5e-3 < tm + tc      # overlapped, not summed
+    # <= 16 rows stream the weights at the GEMV efficiency
+    assert st.decode_time(1, 0) == pytest.approx(0.5e-3 + w / (k.gemv_hbm * 1008e9), rel=1e-3)
     assert st.capacity_tokens == int((24e9 - 17.1130880e9 - 1.5e9) // 40960)
+    # the policy's line a + b rows + c ctx stays within 10% of the step over 16-256 rows
+    for rows in (16, 32, 64, 128, 256):
+        assert st.step.predict(rows, 0) == pytest.approx(st.decode_time(rows, 0), rel=0.1)
+    assert st.step.c == pytest.approx(kv)
     # Stage 0 holds the embedding and stage 7 the head: less KV room; the pipeline's is theirs.
     assert lay.capacity_tokens == min(s.capacity_tokens for s in lay.stages) < st.capacity_tokens
 
 
-def test_tp_step_pays_two_ring_all_reduces_a_layer():
-    # Llama-3-70B, TP 8 on RTX 4090: 160 all-reduces a step, each 2*7 hops of 4 us latency
-    # (8.96 ms a step) and 2*7/8 * rows * 8192 * 2 B over 25 GB/s (183.5 us a row).
+def test_tp_step_pays_the_fitted_all_reduces_and_the_logits_gather():
+    # Llama-3-70B, TP 8 on RTX 4090: 160 all-reduces a step, each 2*7 ring steps of the
+    # fitted hop latency and 2*7/8 * rows * 8192 * 2 B over the fitted bus bandwidth; the last
+    # stage gathers the vocab-parallel logits: half a ring of rows * 128,256 * 2 B.
     m = load_model("llama-3-70b")
-    st = tp_layout(m, Machine.named("rtx4090"), 8).stages[0]
-    read = (80 * m.layer_params + m.head_params) / 8
-    assert st.step.a == pytest.approx(read * 2 / 1008e9 + 0.5e-3 + 160 * 14 * 4e-6)
-    assert st.step.b == pytest.approx(2 * read / 165.2e12 + 160 * 14 / 8 * 8192 * 2 / 25e9)
-    assert st.kv_bytes == 40960            # 8 KV heads over 8 GPUs: one each
+    mach = Machine.named("rtx4090")
+    ar = mach.allreduce
+    f = tp_layout(m, mach, 8).stages[0].forward
+    assert f.fixed_s == pytest.approx(0.5e-3 + 160 * 14 * ar.hop_s + 7 * ar.hop_s)
+    assert f.comm_s_per_row == pytest.approx(160 * 14 / 8 * 8192 * 2 / ar.bus_bytes_per_s)
+    assert f.gather_s_per_row == pytest.approx(7 / 8 * 128256 * 2 / ar.bus_bytes_per_s)
+    assert tp_layout(m, mach, 8).stages[0].kv_bytes == 40960     # 8 KV heads over 8 GPUs
+    # a 4 x 2 hybrid: each stage's all-reduces span its 4 GPUs; only the last gathers logits
+    hy = layout(m, mach, 4, 2)
+    assert [s.forward.gather_s_per_row > 0 for s in hy.stages] == [False, True]
+    assert hy.stages[0].forward.comm_s_per_row == pytest.approx(
+        80 * 6 / 4 * 8192 * 2 / ar.bus_bytes_per_s)
+    assert hy.stages[0].kv_bytes == 2 * 40 * 2 * 128 * 2      # 40 layers, 2 KV heads a GPU
 
 
 def test_a_model_that_does_not_fit_says_so():
@@ -116,3 +140,80 @@ def test_a_model_that_does_not_fit_says_so():
         pp_layout(load_model("llama-3-70b"), Machine.named("rtx4090"), 2)
     assert PROFILES["l20"].hbm_gb == 48.0
     assert link_machine().policy_transfer_model().h2d_bytes_per_s == pytest.approx(25e9)
+
+
+class _Scripted:
+    """A scheduler that runs turns 0..n-1, one request each, with the given moves."""
+
+    def __init__(self, moves: list[int], times: tuple[float, ...]) -> None:
+        self.moves, self.times, self.n = moves, times, 0
+
+    def decide(self, k, now, prev):
+        if k >= len(self.moves):
+            return Turn(k, k % 2, "empty", (), (0.0,) * len(self.times))
+        self.n += 1
+        t = Turn(k, k % 2, DECODE, (k,), self.times, rows=1, sum_ctx=1)
+        t.moves = self.moves[k]
+        return t
+
+    def done(self):
+        return self.n >= len(self.moves)
+
+    def backlog(self):
+        return 0
+
+    def finished(self):
+        return self.n
+
+
+def test_the_schedulers_moves_delay_a_launch_only_past_the_turn_they_overlap():
+    # P = M = 2, 10 ms a step. Turn 2 is decided when turn 0 leaves stage 0 (10 ms) and its
+    # decision made 30 moves at 0.5 ms: stage 0's CPU works from 10 to 25 ms while the GPU
+    # runs turn 1 (10-20), so the GPU waits 5 ms:
+    #   stage 0: t0 [0,10] t1 [10,20] (idle) t2 [25,35] t3 [35,45]
+    #   stage 1: t0 [10,20] t1 [20,30] t2 [35,45] t3 [45,55]
+    # Stage 1 launched t1 at 20 and does t2's moves by 35, when t2 arrives: no wait there.
+    lay = flat_layout(2, 10 * MS, capacity=1000)
+    mach = replace(link_machine(gpus=2), move_s=0.5 * MS)
+    eng, st = run(lay, _Scripted([0, 0, 30, 0], (10 * MS, 10 * MS)), M=2, machine=mach)
+    starts = sorted((s, k, round(t / MS, 6)) for ev, s, k, t in eng.trace if ev == "start")
+    assert starts == [(0, 0, 0), (0, 1, 10), (0, 2, 25), (0, 3, 35),
+                      (1, 0, 10), (1, 1, 20), (1, 2, 35), (1, 3, 45)]
+    assert st.makespan_s == pytest.approx(55 * MS)
+    assert st.cpu_wait_s == pytest.approx((5 * MS, 0.0))
+    assert st.moves == 30
+    # 20 moves (10 ms) fit beside turn 1: nothing waits
+    eng, st = run(lay, _Scripted([0, 0, 20, 0], (10 * MS, 10 * MS)), M=2, machine=mach)
+    assert st.makespan_s == pytest.approx(50 * MS) and st.cpu_wait_s == (0.0, 0.0)
+
+
+def test_on_a_cpu_host_the_moves_add_to_the_turn():
+    # moves_serialize: turn 2's 20 moves (10 ms) start when stage 0 is done with turn 1
+    # (20 ms), so it launches at 30: what fitted beside turn 1 on a GPU now costs 10 ms
+    lay = flat_layout(2, 10 * MS, capacity=1000)
+    mach = replace(link_machine(gpus=2), move_s=0.5 * MS, moves_serialize=True)
+    eng, st = run(lay, _Scripted([0, 0, 20, 0], (10 * MS, 10 * MS)), M=2, machine=mach)
+    starts = sorted((s, k, round(t / MS, 6)) for ev, s, k, t in eng.trace if ev == "start" and s == 0)
+    assert starts == [(0, 0, 0), (0, 1, 10), (0, 2, 30), (0, 3, 40)]
+    assert st.makespan_s == pytest.approx(60 * MS)
+
+
+def test_td_pipe_splits_the_decode_evenly_over_the_micro_batches():
+    # P = M = 2, 10 ms a step, ample memory, 8 requests of prompt 10, output 5. Stock SGLang
+    # prefills all 8 in micro-batch 0 (one chunk) and decodes them there every other turn,
+    # micro-batch 1 empty. TD-Pipe prefills them in turn 0 too (8 x 10 tokens < its 192),
+    # then its decode turns take total // P = 4 each from the ready queue: 4 + 4 rows.
+    from pipemax_sglang.sim.tdpipe import TDPipeScheduler
+    w = workload([10] * 8, [5] * 8)
+    lay = flat_layout(2, 10 * MS, capacity=10_000)
+    eng, st = run(lay, RecomputeScheduler(lay, w, 2, 4096, 1 << 30), M=2)
+    eng2, st2 = run(lay, TDPipeScheduler(lay, w, 2, 1 << 30), M=2)
+    assert st.tokens_out == st2.tokens_out == 40
+    rows = [r for r, d in zip(st2.series["rows"], st2.series["decode"]) if d]
+    assert rows == [4] * 8                         # 4 decode tokens each, in 8 turns of 4
+    stock_rows = [r for r, d in zip(st.series["rows"], st.series["decode"]) if d]
+    assert stock_rows == [8] * 4
+    # A step that does not grow with rows gains nothing from the split: stock's empty turns
+    # pass in no time, so it runs turns 0, 2, 4, 6, 8 back to back, 100 ms; TD-Pipe's 4-row
+    # turns 2-9 follow turn 0's output at 20 ms, one a slot: 110 ms.
+    assert st.makespan_s == pytest.approx(100 * MS) and st2.makespan_s == pytest.approx(110 * MS)
