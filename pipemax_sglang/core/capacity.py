@@ -1,4 +1,4 @@
-"""The most context a micro-batch can hold a turn: DESIGN section 4's capacity arithmetic,
+"""The most context a micro-batch can hold a turn: docs/design.md section 4's capacity arithmetic,
 solved as a fixed point. Pure: the decider can aim at it, the simulator measures against it.
 
 On a stage with D device KV tokens and M micro-batches in flight, a micro-batch's turn holds

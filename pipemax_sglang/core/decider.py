@@ -78,6 +78,7 @@ class TurnView:
     waiting: int                          # requests the scheduler has not admitted yet
     row_cap: int
     prefetching: int = 0                  # rows prefetched for a later turn, not yet rejoined
+    prefetching_tokens: int = 0           # their KV tokens, on (or coming to) the device
     decode_ctx: tuple[int, ...] = ()      # context lengths of decode_rids, same order
     move_s: float | None = None           # measured scheduler seconds per park or rejoin
     now: float = 0.0                      # the scheduler's clock, seconds (link timeline)
@@ -145,7 +146,8 @@ class Room:
     rows: int                    # rows they may add (fair share, row cap, less residents)
     tokens: int                  # tokens they may take (context + a token each)
     avail: int                   # D - reserve
-    unheld: int                  # avail less every other micro-batch's rows
+    unheld: int                  # avail less every other micro-batch's rows and the rejoins
+                                 # already prefetched or planned for other turns
     resident_room: int           # > 0: a slow link, residents share the device with streams
 
 
@@ -290,7 +292,9 @@ class Decider:
         rows = max(0, rows - (kept.rows - stay.rows))
         cands = [Candidate(p.rid, p.kv_len, p.kv_len, (), p.rounds_waited, p.arrival)
                  for p in pool if p.rid not in planned]
-        room = self.room(view, mode, kept, rows, resident_room, cands)
+        # rejoins already on their way to other turns hold the device as residents do
+        committed = view.prefetching_tokens + sum(p.kv_len + 1 for p in pool if p.rid in planned)
+        room = self.room(view, mode, kept, rows, resident_room, cands, committed)
         rejoin, plan_bytes = self.choose(view, cost, cands, room, budget)
         if plan_bytes:
             self.link_free_at = budget.timeline.commit(0, plan_bytes, budget.issue_at).link_free_at
@@ -337,15 +341,18 @@ class Decider:
                     stay.tokens + extra)
 
     def room(self, view: TurnView, mode: Mode, stay: Stay, rows: int, resident_room: int,
-             cands: list[Candidate]) -> Room:
+             cands: list[Candidate], committed: int = 0) -> Room:
         """Device tokens the rejoins may take. Streaming: one turn's share less what stays;
         on a slow link, half of what no resident holds (this turn's rejoins and the next
         micro-batch's load meanwhile). Unpressed: whatever no resident holds. Rows that do
         not stream stay where they are, so rejoins take only what no resident holds. And a
         request longer than the share would never come back: with nothing resident the
-        oldest may have the device to itself (as stock SGLang would decode it alone)."""
+        oldest may have the device to itself (as stock SGLang would decode it alone), less
+        what other turns' rejoins already hold: two long requests given the whole device in
+        alternate micro-batches would each find the other prefetched, park for room at its
+        own turn, and never decode (a livelock the liveness tests found)."""
         avail = view.device_tokens - self.reserve(view)
-        unheld = avail - self._held(view)
+        unheld = avail - self._held(view) - committed
         share = self.turn_share(view)
         free = share - stay.tokens
         if resident_room > 0:
@@ -358,7 +365,7 @@ class Decider:
         if cands and not stay.rows:
             oldest = min(cands, key=lambda c: (-c.rounds_waited, c.arrival))
             if oldest.host_tokens + 1 > free:
-                whole = avail if resident_room <= 0 else unheld
+                whole = avail - committed if resident_room <= 0 else unheld
                 free = max(free, min(whole, oldest.host_tokens + 1))
         return Room(rows, free, avail, unheld, resident_room)
 

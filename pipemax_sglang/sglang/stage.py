@@ -411,6 +411,7 @@ class PipeMaxStage:
             device_tokens=compat.device_tokens(sched), waiting=len(sched.waiting_queue),
             row_cap=compat.row_cap(sched),
             prefetching=sum(len(v) for v in self.prefetched.values()),
+            prefetching_tokens=sum(pf.parked.kv_len + 1 for v in self.prefetched.values() for pf in v),
             decode_ctx=compat.contexts(decode_reqs),
             move_s=self.move_s(), now=time.monotonic(),
         )

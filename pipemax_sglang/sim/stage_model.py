@@ -268,7 +268,9 @@ class StageModel:
             next_residents=residents, mb_rows=rows, mb_ctx=ctx,
             inflight_tokens=sum(ctx) + self.host_used(), device_tokens=self.device_tokens,
             waiting=len(self.waiting), row_cap=self.row_cap,
-            prefetching=len(self.prefetched_reqs()), decode_ctx=tuple(r.kv for r in decode),
+            prefetching=len(self.prefetched_reqs()),
+            prefetching_tokens=sum(r.kv + 1 for r in self.prefetched_reqs()),
+            decode_ctx=tuple(r.kv for r in decode),
             move_s=self.move_s, now=self.clock(self.turn))
         planned = {rid for t in self.tasks for rid in t.rejoin}
         pool = [PoolEntry(p.req.rid, p.req.kv, p.rounds_waited, p.req.arrival)
