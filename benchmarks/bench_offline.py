@@ -1,12 +1,18 @@
-"""Does PipeMax beat stock SGLang when the device KV is short, and how close does it get to
-SGLang with ample KV? One offline workload, three ways, same model and pp size, one run:
+"""Does PipeMax beat what a user would run instead, when the device KV is short? One offline
+workload on the real stack, same model and pp size, every M a user could pick:
 
-    ceiling   stock SGLang, device KV ample for everything in flight
-    stock     stock SGLang, device KV capped below what is in flight (the baseline)
-    pipemax   PipeMax, the same cap (parked KV in host memory, budgeted prefetch)
+    ceiling        stock SGLang, device KV ample for everything in flight
+    stock          stock SGLang, device KV capped below what is in flight
+    pipemax        PipeMax, the same cap (parked KV in host memory, budgeted prefetch)
+    pipemax ample  PipeMax with ample KV (nothing to move: it must cost nothing)
+
+each at M = P, P + 1, P + 2 micro-batches (pp_async_batch_depth 0, 1, 2), in interleaved
+rounds (--repeat N). The baseline is stock at its best M, the ceiling its best M with ample
+KV, PipeMax at its best M; "no harm" is PipeMax over stock at each M and KV where PipeMax
+moved nothing (the median of each round's back-to-back pair).
 
     python benchmarks/bench_offline.py [--quick] [--repeat N] [--pp-size 2] [--depth 2]
-        [--cap 0.5] [--sweep-depth 0,1,2,3] [--extra-cap 0.25] [--emulate-link-gbps X]
+        [--cap 0.5] [--extra-cap 0.25] [--emulate-link-gbps X]
         [--stock-cache hicache|plain] [--trace lengths.jsonl] [--json PATH]
 
 Stock runs use SGLang's hierarchical cache configured as PipeMax's host tier (same host
@@ -15,21 +21,17 @@ size, write-through, page 1, MRU eviction), so that only the scheduling differs;
 than with SGLang's defaults (measured; why is not known), which a baseline without it
 would charge to PipeMax. --stock-cache plain runs SGLang's defaults.
 
-Prints one line per configuration and a summary line; --json writes the record (keys
-ceiling_tok_s, stock_tok_s, pipemax_tok_s, ratio, fraction_of_ceiling, outputs_identical,
-h2d_bytes, d2h_bytes, parked_peak, recomputes, budget_utilisation, plus settings and the
-turns timed on stage 0 for benchmarks/validate_sim.py: `calibration_step_samples` from one
-more run of the ceiling's configuration (ample KV, M = pp) through PipeMax's scheduler,
-where nothing presses, drains or parks, so SGLang's own path runs (stock SGLang records no
-steps; validate_sim fits on these and predicts PipeMax's run), and PipeMax's own
-`step_samples`). Each configuration runs in
-its own process (a fresh engine; a crash fails that line, not the run). Throughput is output
-tokens over the generate call's wall time, engine start excluded. --repeat N runs the three
-N times, interleaved (ceiling, stock, pipemax, ceiling, ...) so that a slow spell of a
-shared machine lands on all three alike, and reports each one's median: single runs of a
-few seconds swing by +-15% here (and by half in a bad spell). It also reports the median of
-the rounds' own ratios (round_fraction_of_ceiling_median, round_ratio_median), which pair
-runs that saw the same machine speed.
+Prints one line per run, a line per M and a summary line; --json writes the record: keys
+best_stock_tok_s, best_stock_m, best_ceiling_tok_s, pipemax_best_tok_s, pipemax_best_m,
+pipemax_vs_best_stock, no_harm_min, overlap_fraction (share of the H2D copier's load time
+that ran beside a forward, CPU), outputs_identical, recomputes_max, by_m (the table), and
+at --depth's M the older keys (ceiling_tok_s, stock_tok_s, pipemax_tok_s, ratio, ...,
+step_samples) for benchmarks/validate_sim.py, with `calibration_step_samples` from PipeMax
+at ample KV and M = pp, where nothing presses, drains or parks, so SGLang's own path runs
+(stock SGLang records no steps). Each run is its own process (a fresh engine; a crash fails
+that line, not the run). Throughput is output tokens over the generate call's wall time,
+engine start excluded. Single runs of a few seconds swing by +-15% on these shared machines
+(and by half in a bad spell): hence rounds, medians, and ratios of back-to-back pairs.
 """
 
 from __future__ import annotations
@@ -125,10 +127,11 @@ def main() -> None:
     ap.add_argument("--output-mean", type=float, default=None)
     ap.add_argument("--trace", default=None, help="JSONL of {prompt_len, output_len}")
     ap.add_argument("--pp-size", type=int, default=2)
-    ap.add_argument("--depth", type=int, default=2, help="pp_async_batch_depth: M = pp + depth")
+    ap.add_argument("--depth", type=int, default=2,
+                    help="pp_async_batch_depth of the headline keys (M = pp + depth); every M in "
+                         "P, P + 1, P + 2 runs regardless")
     ap.add_argument("--cap", type=float, default=0.5, help="device KV / KV in flight, capped runs")
     ap.add_argument("--extra-cap", type=float, default=None, help="also run PipeMax and stock at this cap")
-    ap.add_argument("--sweep-depth", default="", help="also run stock (ample KV) and PipeMax at these depths, e.g. 0,1,3")
     ap.add_argument("--emulate-link-gbps", type=float, default=None)
     ap.add_argument("--selector", default="greedy")
     ap.add_argument("--stock-cache", choices=("hicache", "plain"), default="hicache",
@@ -180,47 +183,81 @@ def main() -> None:
         extra = (f"  parks {st['parks']} rejoins {st['rejoins']} recomputes {st['recomputes']} "
                  f"H2D {st['h2d_bytes'] / 1e6:.1f} MB util {st['budget_utilisation']:.2f} "
                  f"batch {st['effective_batch_mean']:.1f} move {st['kv_move_ms']:.2f} ms") if st else ""
-        print(f"{name:<22} {r['tok_s']:8.1f} tok/s  ({r['output_tokens']} tokens, {r['wall_s']:.1f} s){extra}",
+        print(f"{name:<30} {r['tok_s']:8.1f} tok/s  ({r['output_tokens']} tokens, {r['wall_s']:.1f} s){extra}",
               flush=True)
         return r
 
+    depths = sorted({0, 1, 2, depth}) if pp > 1 else [0]
+    mbs = {d: (pp + d if pp > 1 else 1) for d in depths}
     print(f"bench_offline: {len(lengths)} requests, {need} KV tokens in flight, pp {pp}, "
-          f"micro-batches {pp + depth if pp > 1 else 1}, cap {args.cap:g}, stock cache "
-          f"{args.stock_cache}", flush=True)
-    main_runs: dict[str, list[dict]] = {"ceiling": [], "stock": [], "pipemax": []}
+          f"micro-batches {sorted(mbs.values())}, cap {args.cap:g}, stock cache {args.stock_cache}",
+          flush=True)
+    kinds = ("ceiling", "stock", "pipemax", "pipemax_ample")
+    runs: dict[int, dict[str, list[dict]]] = {d: {k: [] for k in kinds} for d in depths}
     for r in range(args.repeat):
         tag = f" #{r + 1}" if args.repeat > 1 else ""
-        main_runs["ceiling"].append(go(f"ceiling (stock, ample){tag}", engine(None, False)))
-        main_runs["stock"].append(go(f"stock (cap {args.cap:g}){tag}", engine(args.cap, False)))
-        main_runs["pipemax"].append(go(f"pipemax (cap {args.cap:g}){tag}", engine(args.cap, True)))
-    ceiling, stock, pm = (median_run(main_runs[k]) for k in ("ceiling", "stock", "pipemax"))
-    # stock's path, timed: PipeMax's scheduler at ample KV and M = pp never presses, drains,
-    # parks or rejoins (validate_sim.py fits the simulator's step on this run alone)
-    calib = go("calibration (stock path, timed, M = pp)", engine(None, True, 0))
+        for d in depths:
+            m = f"M={mbs[d]}"
+            runs[d]["ceiling"].append(go(f"ceiling {m} (stock, ample){tag}", engine(None, False, d)))
+            runs[d]["stock"].append(go(f"stock {m} (cap {args.cap:g}){tag}", engine(args.cap, False, d)))
+            runs[d]["pipemax"].append(go(f"pipemax {m} (cap {args.cap:g}){tag}", engine(args.cap, True, d)))
+            runs[d]["pipemax_ample"].append(go(f"pipemax {m} (ample){tag}", engine(None, True, d)))
+    med = {d: {k: median_run(runs[d][k]) for k in kinds} for d in depths}
+    ceiling, stock, pm = (med[depth][k] for k in ("ceiling", "stock", "pipemax"))
+    calib = med[0]["pipemax_ample"]      # ample KV, M = pp: SGLang's own path, timed
     calib_stage = calib["stages"][0]["pipemax"]
     if args.extra_cap:
-        go(f"stock (cap {args.extra_cap:g})", engine(args.extra_cap, False))
-        go(f"pipemax (cap {args.extra_cap:g})", engine(args.extra_cap, True))
-    sweep = []
-    for d in [int(x) for x in args.sweep_depth.split(",") if x.strip()]:
-        # each depth against stock's own ceiling at that depth: on CPU stock's best depth
-        # is not always the main runs' one
-        c = go(f"ceiling depth {d} (M={pp + d})", engine(None, False, d))
-        p = go(f"pipemax depth {d} (M={pp + d})", engine(args.cap, True, d))
-        sweep.append({"micro_batches": pp + d, "ceiling_tok_s": c["tok_s"], "pipemax_tok_s": p["tok_s"]})
-        print(f"  M={pp + d}: pipemax / ceiling at M={pp + d} {p['tok_s'] / c['tok_s']:.2f}, "
-              f"/ main ceiling {p['tok_s'] / ceiling['tok_s']:.2f}", flush=True)
+        go(f"stock M={mbs[depth]} (cap {args.extra_cap:g})", engine(args.extra_cap, False))
+        go(f"pipemax M={mbs[depth]} (cap {args.extra_cap:g})", engine(args.extra_cap, True))
 
-    identical = all(r["outputs"] == ceiling["outputs"] for runs in main_runs.values() for r in runs)
+    def best(kind: str) -> tuple[float, int]:
+        d = max(depths, key=lambda d: med[d][kind]["tok_s"])
+        return med[d][kind]["tok_s"], mbs[d]
+
+    def paired(d: int, a: str, b: str) -> float:
+        """Median over rounds of a / b, each round's pair run back to back."""
+        return statistics.median(x["tok_s"] / y["tok_s"] for x, y in zip(runs[d][a], runs[d][b]))
+
+    # do no harm: wherever PipeMax moved nothing, against stock at the same M and KV
+    harm = []
+    for d in depths:
+        for mine, theirs in (("pipemax", "stock"), ("pipemax_ample", "ceiling")):
+            if all(stats_of(x).get("parks", 0) == 0 for x in runs[d][mine]):
+                harm.append({"micro_batches": mbs[d], "kv": "cap" if mine == "pipemax" else "ample",
+                             "ratio": paired(d, mine, theirs)})
+    by_m = [{"micro_batches": mbs[d], **{f"{k}_tok_s": med[d][k]["tok_s"] for k in kinds},
+             "pipemax_vs_stock": paired(d, "pipemax", "stock"),
+             "pipemax_vs_ceiling": paired(d, "pipemax", "ceiling"),
+             "parks": stats_of(med[d]["pipemax"]).get("parks", 0)} for d in depths]
+    pm_runs = [x for d in depths for x in runs[d]["pipemax"]]
+    load_s = sum(s["pipemax"].get("load_s", 0.0) for x in pm_runs for s in x["stages"])
+    overlap_s = sum(s["pipemax"].get("load_overlap_s", 0.0) for x in pm_runs for s in x["stages"])
+    best_stock, best_stock_m = best("stock")
+    best_ceiling, best_ceiling_m = best("ceiling")
+    pm_best, pm_best_m = best("pipemax")
+    for row in by_m:
+        print(f"  M={row['micro_batches']}: ceiling {row['ceiling_tok_s']:.1f}, stock {row['stock_tok_s']:.1f}, "
+              f"pipemax {row['pipemax_tok_s']:.1f} ({row['pipemax_vs_stock']:.2f}x stock by round, "
+              f"{row['parks']} parks), pipemax ample {row['pipemax_ample_tok_s']:.1f}", flush=True)
+
+    identical = all(x["outputs"] == ceiling["outputs"] for d in depths for k in kinds for x in runs[d][k])
     st = stats_of(pm)
     record = {
+        "best_stock_tok_s": best_stock, "best_stock_m": best_stock_m,
+        "best_ceiling_tok_s": best_ceiling, "best_ceiling_m": best_ceiling_m,
+        "pipemax_best_tok_s": pm_best, "pipemax_best_m": pm_best_m,
+        "pipemax_vs_best_stock": pm_best / best_stock,
+        "pipemax_vs_best_ceiling": pm_best / best_ceiling,
+        "no_harm_min": min((h["ratio"] for h in harm), default=None), "no_harm": harm,
+        "overlap_fraction": overlap_s / load_s if load_s > 0 else None,
+        "load_s": load_s, "by_m": by_m,
+        "recomputes_max": max(stats_of(x).get("recomputes", 0) for x in pm_runs),
         "ceiling_tok_s": ceiling["tok_s"], "stock_tok_s": stock["tok_s"], "pipemax_tok_s": pm["tok_s"],
         "ratio": pm["tok_s"] / stock["tok_s"], "fraction_of_ceiling": pm["tok_s"] / ceiling["tok_s"],
         "outputs_identical": identical, **st,
         "repeat": args.repeat,
-        "rounds": [{k: main_runs[k][i]["tok_s"] for k in main_runs} for i in range(args.repeat)],
+        "rounds": [{k: runs[depth][k][i]["tok_s"] for k in kinds} for i in range(args.repeat)],
         "runs": {k: {"tok_s": v["tok_s"], "wall_s": v["wall_s"], **stats_of(v)} for k, v in rows.items()},
-        "depth_sweep": sweep,
         "settings": {"model_config": str(Path(model) / "config.json"), "pp_size": pp,
                      "stock_cache": args.stock_cache,
                      "micro_batches": pp + depth if pp > 1 else 1, "device_kv_tokens": int(need * args.cap),
@@ -253,7 +290,14 @@ def main() -> None:
               + ", ".join(f"{f:.2f}" for f in fr) + f" (median {record['round_fraction_of_ceiling_median']:.2f}); "
               + "pipemax/stock by round: " + ", ".join(f"{f:.2f}" for f in rr)
               + f" (median {record['round_ratio_median']:.2f})", flush=True)
-    print(f"bench_offline: ceiling {ceiling['tok_s']:.1f}, stock {stock['tok_s']:.1f}, pipemax {pm['tok_s']:.1f} tok/s; "
+    nh = record["no_harm_min"]
+    ov = record["overlap_fraction"]
+    print(f"bench_offline: best stock {best_stock:.1f} tok/s (M={best_stock_m}), best ceiling {best_ceiling:.1f} "
+          f"(M={best_ceiling_m}), pipemax best {pm_best:.1f} (M={pm_best_m}): {record['pipemax_vs_best_stock']:.2f}x "
+          f"the best stock; no harm min {'-' if nh is None else f'{nh:.2f}'}; overlap "
+          f"{'-' if ov is None else f'{ov:.2f}'}; recomputes {record['recomputes_max']}; identical {identical}",
+          flush=True)
+    print(f"bench_offline at M={mbs[depth]}: ceiling {ceiling['tok_s']:.1f}, stock {stock['tok_s']:.1f}, pipemax {pm['tok_s']:.1f} tok/s; "
           f"pipemax/stock {record['ratio']:.2f}x, pipemax/ceiling {record['fraction_of_ceiling']:.2f}; "
           f"outputs identical: {identical}; recomputes {st.get('recomputes')}, parked peak {st.get('parked_peak')}, "
           f"H2D {st.get('h2d_bytes', 0) / 1e6:.1f} MB, D2H {st.get('d2h_bytes', 0) / 1e6:.1f} MB, "

@@ -101,3 +101,37 @@ def test_an_event_recorded_after_another_still_covers_earlier_copies():
     gate.set()
     ack.synchronize()
     assert layer_done.query()
+
+
+def test_finished_jobs_hand_out_their_intervals_once():
+    link = LinkCopier("h2d")
+    for _ in range(3):
+        link.submit(lambda: None, 0)
+    link.drain()
+    first = link.take_intervals()
+    assert len(first) == 3 and all(s <= e for s, e in first)
+    assert [s for s, _ in first] == sorted(s for s, _ in first)      # in job order
+    assert link.take_intervals() == []
+    link.submit(lambda: None, 0)
+    link.drain()
+    assert len(link.take_intervals()) == 1
+
+
+def test_a_copy_stream_waiting_on_an_event_orders_copies_without_blocking_the_caller():
+    """SGLang's `start_event.wait(copy_stream)`: a load submitted after it must not run
+    before the write the event marked (another copier), and the caller must not block."""
+    d2h, h2d = LinkCopier("d2h-order"), LinkCopier("h2d-order")
+    gate = threading.Event()
+    d2h.submit(gate.wait, 0)                         # a write still on the wire
+    CopierEvent.note_use(d2h)
+    CopierEvent.note_use(h2d)
+    ev = CopierEvent()
+    ev.record()
+    ev.wait(stream=object())                         # returns at once
+    ran = threading.Event()
+    h2d.submit(ran.set, 0)                           # the load submitted after the wait
+    assert not ran.wait(0.2)                         # held behind the write
+    gate.set()
+    h2d.drain()
+    assert ran.is_set()
+    assert len(h2d.take_intervals()) == 1            # the copy; barriers are not link time

@@ -74,3 +74,15 @@ def test_cpu_shim_is_active_in_this_interpreter():
     import torchvision  # the CUDA torchvision wheel imports beside CPU torch
 
     assert torchvision.__version__
+
+
+def test_link_emulation_is_refused_where_a_gpu_runs_the_copies(monkeypatch):
+    from pipemax_sglang.config import ConfigError, PipeMaxConfig
+    from pipemax_sglang.sglang import platform
+
+    monkeypatch.setattr(platform, "has_cuda", lambda: True)
+    with pytest.raises(ConfigError, match="emulate-link-gbps"):
+        platform.check_link_emulation(PipeMaxConfig(emulate_link_gbps=1.0))
+    platform.check_link_emulation(PipeMaxConfig())            # no flag: nothing to refuse
+    monkeypatch.setattr(platform, "has_cuda", lambda: False)
+    platform.check_link_emulation(PipeMaxConfig(emulate_link_gbps=1.0))   # CPU: the copier throttles

@@ -44,6 +44,7 @@ from .selector_types import Candidate, SelectorInput
 
 CPU_COPY_BYTES_PER_S = 10e9      # nominal memcpy rate when no link is given (CPU runs)
 CPU_PRIOR = StepCost(a=2e-3, b=2e-4, c=2e-7)   # rough CPU prior until 16 steps are measured
+MOVES_TO_PRICE = 32      # parks and rejoins timed before their price steers the decider
 STREAM_MODES = ("auto", "always", "never")
 
 
@@ -220,24 +221,36 @@ class Decider:
     def streams(self, view: TurnView, cost: StepCost, pool: list[PoolEntry]) -> bool:
         """Whether a pressed micro-batch parks its rows after its turn so that parked ones
         stream in (else its rows stay, and only a step that does not fit parks: SGLang's
-        retraction point). With residents R and S tokens streamed a turn (R + 2S <= D', two
-        turns loading at once), a cycle of M turns makes D' + (M - 2) S rows of work in
-        M a + b (rows) + 2 p M S seconds (a: a turn's fixed cost, p: the scheduler's time
-        per move, a park and a rejoin a streamed row): streaming pays only if
-        (M - 2) a > 2 p D', D' the device in rows. Applies where moves serialize with the
-        forward (CPU), and there only once moves are priced (the parks of steps that do not
-        fit price them): streaming first and pricing after parked a whole micro-batch at the
-        first pressed turn, whose rows then waited for room for ~30 cycles, the batch's
-        longest request among them. On a GPU it streams."""
+        retraction point), from the measured price of a move, p (view.move_s: the
+        scheduler's seconds per park or rejoin). D' is the device in rows. Without
+        streaming a cycle of M turns makes D' rows of work in M a + b D' seconds (a: a
+        turn's fixed cost, b: a row's). Streaming S rows a turn (residents R, R + 2S <= D':
+        two turns load at once; S = D'/2 at most) makes D' + (M - 2) S rows, and each
+        streamed row costs two moves of the scheduler's time:
+          - where moves serialize with the forward (a CPU: they share the cores), the cycle
+            takes M a + b (D' + (M - 2) S) + 2 p M S, and with S = D'/2 streaming pays only
+            if (M - 2) a > 2 p D';
+          - where the forward runs beside the scheduler (a GPU), a turn takes the longer of
+            the forward and the scheduler's 2 p S: moves are free while they fit under the
+            forward, and their excess is paid in full.
+        Before moves are priced (the first MOVES_TO_PRICE moves): on a CPU no streaming
+        (streaming first and pricing after parked a whole micro-batch at the first pressed
+        turn, whose rows then waited ~30 cycles for room, the batch's longest among them);
+        on a GPU streaming (the forward hides a move of tens of microseconds)."""
         if self.config.stream != "auto":
             return self.config.stream == "always"
-        if not self.moves_serialize:
-            return True
         if view.move_s is None:
-            return False
+            return not self.moves_serialize
+        M, p = view.num_mbs, view.move_s
         live = max(1, self.live_rows(view, pool))
         device_rows = (view.device_tokens - self.reserve(view)) * live / max(1, view.inflight_tokens)
-        return (view.num_mbs - 2) * cost.a > 2 * view.move_s * device_rows
+        if self.moves_serialize:
+            return (M - 2) * cost.a > 2 * p * device_rows
+        S = device_rows / 2
+        stream_turn = max(cost.a + cost.b * (device_rows + (M - 2) * S) / M, 2 * p * S)
+        stream_rate = (device_rows + (M - 2) * S) / (M * stream_turn)
+        plain_rate = device_rows / (M * cost.a + cost.b * device_rows)
+        return stream_rate > plain_rate
 
     def admit_mbs(self, view: TurnView, pool: list[PoolEntry], pressed: bool, stream: bool) -> int:
         """Micro-batches that keep rows: all M, except where a turn's fixed cost is paid in

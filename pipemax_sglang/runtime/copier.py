@@ -45,23 +45,27 @@ class LinkCopier:
         self.gbps = gbps
         self._clock, self._sleep = clock, sleep
         self._cv = threading.Condition()
-        self._queue: deque[tuple[int, Callable[[], None], int]] = deque()
+        self._queue: deque[tuple[int, Callable[[], None], int, bool]] = deque()
         self._submitted = 0        # sequence number of the last submitted job
         self._completed = 0        # sequence number of the last finished job
         self._error: BaseException | None = None
         self._bytes = 0
         self._busy = 0.0
         self._stall = 0.0
+        self._intervals: deque[tuple[float, float]] = deque(maxlen=8192)   # (start, end) a job
+        self._timed = 0            # intervals recorded (copies, not barriers)
+        self._taken = 0            # intervals handed out by take_intervals()
         self._thread = threading.Thread(target=self._run, name=f"pipemax-{name}", daemon=True)
         self._thread.start()
 
     # ---- producer side (scheduler thread) ----------------------------------------------
-    def submit(self, fn: Callable[[], None], nbytes: int) -> int:
-        """Queue a copy; returns its sequence number (a mark to wait on)."""
+    def submit(self, fn: Callable[[], None], nbytes: int, barrier: bool = False) -> int:
+        """Queue a copy (or, `barrier`, an ordering job: not timed as link work); returns its
+        sequence number (a mark to wait on)."""
         with self._cv:
             self._submitted += 1
             seq = self._submitted
-            self._queue.append((seq, fn, nbytes))
+            self._queue.append((seq, fn, nbytes, barrier))
             self._cv.notify_all()
         return seq
 
@@ -74,15 +78,17 @@ class LinkCopier:
             self._raise_if_failed()
             return self._completed >= seq
 
-    def wait(self, seq: int) -> float:
-        """Block until job `seq` (and all before it) finished; returns the seconds waited."""
+    def wait(self, seq: int, count_stall: bool = True) -> float:
+        """Block until job `seq` (and all before it) finished; returns the seconds waited
+        (counted as this link's stall unless `count_stall` is False: another copier's
+        barrier waiting, not the scheduler)."""
         start = time.perf_counter()
         with self._cv:
             while self._completed < seq and self._error is None:
                 self._cv.wait()
             self._raise_if_failed()
         waited = time.perf_counter() - start
-        if waited > 0:
+        if waited > 0 and count_stall:
             with self._cv:
                 self._stall += waited
         return waited
@@ -94,6 +100,14 @@ class LinkCopier:
         with self._cv:
             return CopierStats(self.name, self._completed, self._bytes, self._busy, self._stall, self.gbps)
 
+    def take_intervals(self) -> list[tuple[float, float]]:
+        """(start, end) of the jobs finished since the last call (the clock's seconds)."""
+        with self._cv:
+            n = len(self._intervals)
+            fresh = min(n, self._timed - self._taken)
+            self._taken = self._timed
+            return list(self._intervals)[n - fresh:]
+
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise RuntimeError(f"pipemax {self.name} copier failed") from self._error
@@ -104,7 +118,7 @@ class LinkCopier:
             with self._cv:
                 while not self._queue:
                     self._cv.wait()
-                seq, fn, nbytes = self._queue.popleft()
+                seq, fn, nbytes, barrier = self._queue.popleft()
             start = self._clock()
             try:
                 fn()
@@ -113,12 +127,20 @@ class LinkCopier:
                     self._error = e
                     self._cv.notify_all()
                 return
+            if barrier:
+                with self._cv:
+                    self._completed = seq
+                    self._cv.notify_all()
+                continue
             if self.gbps:
                 remaining = nbytes / (self.gbps * 1e9) - (self._clock() - start)
                 if remaining > 0:
                     self._sleep(remaining)
             with self._cv:
-                self._busy += self._clock() - start
+                end = self._clock()
+                self._intervals.append((start, end))
+                self._timed += 1
+                self._busy += end - start
                 self._bytes += nbytes
                 self._completed = seq
                 self._cv.notify_all()
@@ -165,8 +187,20 @@ class CopierEvent:
             c.wait(seq)
 
     def wait(self, stream=None) -> None:
-        # A stream waiting on an event: on CPU the work after it runs in this thread.
-        self.synchronize()
+        """A copy stream waits on this event (SGLang: `start_event.wait(copy_stream)` before
+        submitting a transfer, l2_transfer.py:115): what is submitted to any copier after
+        this runs after the marked copies. Ordered in the copier threads, not here: each
+        copier gets a barrier job that waits for the other copiers' marks (its own are
+        before the barrier already, FIFO), so the scheduler thread does not block, as a CUDA
+        stream wait does not block the host. No cycle: a barrier waits only for jobs
+        submitted before it. (Compute waits go through Stream.wait_event, which blocks:
+        on CPU the work after it runs in the scheduler thread.)"""
+        used = getattr(CopierEvent._local, "used", None) or {}
+        for copier in used.values():
+            others = [(c, seq) for c, seq in self._marks if c is not copier]
+            if others:
+                copier.submit(lambda others=others: [c.wait(seq, count_stall=False) for c, seq in others],
+                              0, barrier=True)
 
     def elapsed_time(self, end_event) -> float:
         raise NotImplementedError("CopierEvent does not time")

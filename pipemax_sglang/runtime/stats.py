@@ -28,11 +28,26 @@ class PipeMaxStats:
     budget_bytes_total: int = 0
     plan_bytes_total: int = 0
     over_budget_plans: int = 0     # plans whose bytes exceeded their budget (must stay 0)
+    # each prefetch window's load, as HiCache's load operation counted the bytes it copies
+    # (HiCacheAck.num_bytes), against the budgets of the plans it serves
+    windows: int = 0
+    window_bytes_total: int = 0
+    window_budget_total: int = 0
+    windows_over_budget: int = 0
+    window_utilisation_max: float = 0.0
     turns: int = 0
     effective_batch_sum: int = 0   # sum over decode turns of the batch size (resident + rejoined)
     rejoined_in_batch_sum: int = 0
     decode_turns: int = 0
     mb_rows_last: list[int] = field(default_factory=list)  # last decode batch size per micro-batch
+
+    def record_window(self, budget_bytes: int, copied_bytes: int) -> None:
+        self.windows += 1
+        self.window_bytes_total += copied_bytes
+        self.window_budget_total += budget_bytes
+        self.windows_over_budget += copied_bytes > budget_bytes
+        if budget_bytes > 0:
+            self.window_utilisation_max = max(self.window_utilisation_max, copied_bytes / budget_bytes)
 
     @property
     def budget_utilisation(self) -> float:

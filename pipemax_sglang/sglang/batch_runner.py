@@ -111,7 +111,7 @@ def run(options: BatchOptions, config: PipeMaxConfig, sglang_argv: list[str], pl
         resume: Resume) -> int:
     """Start the engine, answer the plan's pending lines, shut down, print the summary.
     Returns the exit code: 0 complete, 1 engine failure, 128 + signal when interrupted."""
-    platform.check_cpu_ready()
+    platform.check_platform(config)
     server_args = server_args_from_cli(config, sglang_argv)
     # SGLang's children ignore Ctrl-C (the terminal sends it to the whole process group); this
     # process stops them (plugin.py reads the variable in each child)

@@ -206,6 +206,12 @@ def start_loads(sched) -> tuple[object | None, float]:
     return cc.ack_load_queue[-1], stall
 
 
+def load_bytes(ack) -> int:
+    """Bytes a HiCache load operation copies, as HiCache counts them (every pool, all layers
+    of this stage: cache_controller.py:1065, num_bytes)."""
+    return int(ack.num_bytes)
+
+
 def last_load(sched):
     """The newest load-back still queued (HiCache's ack queue is FIFO, as its H2D stream
     is: a fence on it covers every load issued before), or None when all were reaped."""

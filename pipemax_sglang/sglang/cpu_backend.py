@@ -157,7 +157,13 @@ def _stream_wait_event(self, event) -> None:
 
 
 def _stream_wait_stream(self, stream) -> None:
-    Links.drain()
+    """A stream waiting for another: in SGLang 0.5.23 the stream waited on is always a
+    compute stream (forward or schedule: scheduler.py, scheduler_pp_mixin.py:715/1497,
+    cache_controller.py:898/1043 with the forward stream as fence), and on CPU compute runs
+    synchronously in the scheduler thread, so it is already done: nothing to wait for. Copy
+    ordering goes through events (CopierEvent.wait). Draining the copiers here, as this once
+    did, made every forward (`forward_stream.wait_stream(schedule_stream)` before each
+    launch) wait for the loads of the turns after it."""
 
 
 def register_hooks() -> None:

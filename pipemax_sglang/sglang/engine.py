@@ -32,7 +32,7 @@ class Engine(SGLangEngine):
         config, sgl_kwargs = PipeMaxConfig.from_kwargs(kwargs)
         server_view = sgl_kwargs.get("server_args") or SimpleNamespace(**sgl_kwargs)
         config.check_server_args(server_view)
-        platform.check_cpu_ready()
+        platform.check_platform(config)
         if "server_args" not in sgl_kwargs:
             sgl_kwargs = platform.cpu_server_defaults(sgl_kwargs)
             sgl_kwargs.update(config.sglang_overrides(sgl_kwargs))

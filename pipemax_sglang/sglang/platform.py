@@ -43,6 +43,37 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def cpu_load_intervals() -> list[tuple[float, float]]:
+    """(start, end) of the CPU H2D copier's jobs finished since the last call; none on a GPU
+    (HiCache's CUDA stream is not timed here)."""
+    from pipemax_sglang.sglang.cpu_backend import Links
+
+    return Links.h2d.take_intervals() if Links.h2d is not None else []
+
+
+def cpu_h2d_stats():
+    """The CPU H2D copier's counters (busy and stalled seconds), or None (a GPU)."""
+    from pipemax_sglang.sglang.cpu_backend import Links
+
+    return Links.h2d.stats() if Links.h2d is not None else None
+
+
+def check_link_emulation(config: PipeMaxConfig) -> None:
+    """--pipemax-emulate-link-gbps throttles the CPU copier threads (cpu_backend.py); on a
+    GPU, HiCache's copies run on CUDA streams that nothing here can throttle: refuse."""
+    if config.emulate_link_gbps and has_cuda():
+        from pipemax_sglang.config import ConfigError
+
+        raise ConfigError("--pipemax-emulate-link-gbps emulates a link on CPU machines only; on a GPU "
+                          "the real PCIe link runs the copies (drop the flag)")
+
+
+def check_platform(config: PipeMaxConfig) -> None:
+    """What the machine must offer the config (before any process starts)."""
+    check_cpu_ready()
+    check_link_emulation(config)
+
+
 def check_cpu_ready() -> None:
     """On a machine without CUDA, the CPU shim must be active in this interpreter."""
     if has_cuda():

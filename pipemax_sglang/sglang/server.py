@@ -38,7 +38,7 @@ def add_routes(app, config: PipeMaxConfig) -> None:
 def run(config: PipeMaxConfig, sglang_argv: list[str]) -> int:
     """Parse SGLang's flags, check the combination, then serve until stopped. Returns exit code."""
     check_sglang_version()
-    platform.check_cpu_ready()
+    platform.check_platform(config)
     from pipemax_sglang.sglang.launch_args import server_args_from_cli
     from sglang.srt.utils import kill_process_tree
 

@@ -23,21 +23,44 @@ import logging
 import os
 import time
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from typing import Any
 
 from pipemax_sglang import env
 from pipemax_sglang.config import PipeMaxConfig
+from pipemax_sglang.runtime.overlap import OverlapMeter
 from pipemax_sglang.runtime.stats import PipeMaxStats
 from pipemax_sglang.sglang import compat, kv_moves, platform
 from pipemax_sglang.sglang.kv_moves import ParkedReq, Prefetch
 from pipemax_sglang.sglang.messages import PipeMaxPlan
 from pipemax_sglang.core.admission import Admission, AdmissionView, admission, park_order
-from pipemax_sglang.core.decider import Decider, PoolEntry, TurnView
+from pipemax_sglang.core.decider import MOVES_TO_PRICE, Decider, PoolEntry, TurnView
 from pipemax_sglang.core.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StepRecord:
+    """One launch on this stage. The turn is launch to next launch, so it holds what the
+    forward does not (scheduling, the pp send/recv, waiting for the slowest stage): filled in
+    at the next launch. active: how many of the last M turns launched a batch (the
+    pipeline's occupancy: with one, a launch waits for the round trip through every stage)."""
+
+    rows: int
+    size: int                        # decode: sum of context; prefill: new tokens
+    seconds: float                   # the forward
+    turn_seconds: float | None
+    active: int
+
+    def decode_sample(self) -> dict:
+        return {"rows": self.rows, "sum_context": self.size, "seconds": self.seconds,
+                "turn_seconds": self.turn_seconds, "active_mbs": self.active}
+
+    def prefill_sample(self) -> dict:
+        return {"rows": self.rows, "tokens": self.size, "seconds": self.seconds,
+                "turn_seconds": self.turn_seconds, "active_mbs": self.active}
 _DEBUG = env.debug()
-MOVES_TO_PRICE = 32      # parks and rejoins timed before their price steers the decider
 
 
 class PipeMaxStage:
@@ -58,15 +81,11 @@ class PipeMaxStage:
         self.arrivals = 0
         self.admit_mbs = self.M          # micro-batches taking new requests (stage 0's plans)
         self.warned_host_full = False
-        # [rows, sum_context, forward s, turn s, active] per decode launch, and [rows, new
-        # tokens, ...] per prefill: the turn is launch to next launch on this stage, so it
-        # holds what the forward does not (scheduling, the pp send/recv, waiting for the
-        # slowest stage), filled in at the next launch; active is how many of the last M
-        # turns launched a batch (the pipeline's occupancy: with one, a launch waits for
-        # the round trip through every stage). For benchmarks/validate_sim.py.
-        self.turns: dict[str, deque[list]] = {"decode": deque(maxlen=1024),
-                                              "prefill": deque(maxlen=256)}
-        self._last_launch: tuple[float, list | None] | None = None
+        # one StepRecord per decode and per prefill launch (benchmarks/validate_sim.py)
+        self.turns: dict[str, deque[StepRecord]] = {"decode": deque(maxlen=1024),
+                                                    "prefill": deque(maxlen=256)}
+        self._last_launch: tuple[float, StepRecord | None] | None = None
+        self.overlap = OverlapMeter()
         self._launched: deque[int] = deque(maxlen=self.M)
         self.decider = self._make_decider() if compat.is_decider_rank() else None
         self.watchdog = Watchdog(config.watchdog_s) if self.decider is not None else None
@@ -312,6 +331,8 @@ class PipeMaxStage:
         ack, stall = compat.start_loads(self.sched) if self._loads_queued else (None, 0.0)
         self._loads_queued = False
         self.stats.prefetch_stall_s += stall
+        if ack is not None:
+            self.stats.record_window(sum(msg.budget_bytes for msg in due), compat.load_bytes(ack))
         mark = ack or compat.last_load(self.sched)
         if mark is not None:
             self._load_seq += 1
@@ -425,8 +446,10 @@ class PipeMaxStage:
 
     def observe_step(self, batch, start: float, seconds: float) -> None:
         if self._last_launch is not None and self._last_launch[1] is not None:
-            self._last_launch[1][3] = start - self._last_launch[0]
+            self._last_launch[1].turn_seconds = start - self._last_launch[0]
         self._launched.append(self.turn)
+        self.overlap.forward(start, start + seconds)
+        self.overlap.loads(platform.cpu_load_intervals())
         entry = None
         shape = compat.step_shape(batch)
         if shape is not None:
@@ -434,7 +457,7 @@ class PipeMaxStage:
             if kind == "decode" and self.decider is not None:
                 self.decider.observe_step(rows, size, seconds)
             active = sum(1 for t in self._launched if t > self.turn - self.M)
-            entry = [rows, size, seconds, None, active]
+            entry = StepRecord(rows, size, seconds, None, active)
             self.turns[kind].append(entry)
         self._last_launch = (start, entry)
 
@@ -508,6 +531,20 @@ class PipeMaxStage:
         scheduler to send their abort outputs."""
         return self._abort_where(lambda p: abort_all or p.rid.startswith(rid_prefix))
 
+    def _overlap_report(self) -> dict[str, Any]:
+        """How the link's load time (the H2D copier's busy seconds, CPU) relates to the stage:
+        overlap_fraction is the share the scheduler did not wait for (it ran beside the
+        forward, the scheduling and the pipeline's exchanges; a fence on the next turn's
+        loads made it near zero), forward_overlap_fraction the share that ran during a
+        forward itself (on these CPUs a forward is a fraction of a turn). None on a GPU."""
+        h2d = platform.cpu_h2d_stats()
+        if h2d is None or h2d.busy_s <= 0:
+            return {"load_s": 0.0, "load_wait_s": 0.0, "overlap_fraction": None,
+                    "forward_overlap_fraction": None}
+        return {"load_s": h2d.busy_s, "load_wait_s": h2d.stall_s,
+                "overlap_fraction": max(0.0, 1.0 - h2d.stall_s / h2d.busy_s),
+                "forward_overlap_fraction": self.overlap.fraction}
+
     def status(self) -> dict[str, Any]:
         return {"micro_batches": self.M, "turn": self.turn, "parked": len(self.pool),
                 "stock": self.stock,
@@ -517,7 +554,6 @@ class PipeMaxStage:
                 "running_rids": sorted(r.rid for b in compat.running_batches(self.sched) for r in b.reqs)[:64],
                 "prefetching_rids": sorted(pf.parked.rid for v in self.prefetched.values() for pf in v)[:64],
                 "decider": self.decider is not None, **self.stats.to_dict(),
-                "step_samples": [{"rows": r, "sum_context": c, "seconds": t, "turn_seconds": w,
-                                  "active_mbs": n} for r, c, t, w, n in self.turns["decode"]],
-                "prefill_samples": [{"rows": r, "tokens": c, "seconds": t, "turn_seconds": w,
-                                     "active_mbs": n} for r, c, t, w, n in self.turns["prefill"]]}
+                **self._overlap_report(),
+                "step_samples": [r.decode_sample() for r in self.turns["decode"]],
+                "prefill_samples": [r.prefill_sample() for r in self.turns["prefill"]]}

@@ -138,9 +138,7 @@ def test_streaming_pays_only_when_a_move_costs_less_than_the_turns_it_saves():
     assert not d.streams(_pressed_view(move_s=0.5e-3), cost, [])        # these CPUs: ~0.47 ms
     assert not d.streams(_pressed_view(move_s=None), cost, [])          # not priced yet
     assert not d.streams(_pressed_view(move_s=1e-6, num_mbs=2), cost, [])   # M = P gains no rows
-    # where moves overlap the forward (GPU), and when forced, the price does not decide
-    gpu = Decider(DeciderConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=None)
-    assert gpu.streams(_pressed_view(move_s=0.5e-3), cost, [])
+    # forced, the price does not decide
     assert _cpu_decider("always").streams(_pressed_view(move_s=0.5e-3), cost, [])
     assert not _cpu_decider("never").streams(_pressed_view(move_s=1e-6), cost, [])
 
@@ -181,3 +179,17 @@ def test_without_streaming_a_cpu_pipeline_admits_into_as_few_micro_batches_as_st
     assert gpu.decide(view, _pool(3), planned=set()).admit_mbs == 4
     # as many micro-batches as stages: nothing to concentrate
     assert d.admit_mbs(_pressed_view(move_s=0.5e-3, num_mbs=2), [], True, False) == 2
+
+
+def test_on_a_gpu_moves_are_free_while_they_fit_under_the_forward():
+    gpu = Decider(DeciderConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=None)
+    cost = StepCost(a=20e-3, b=1e-4, c=0.0)            # an eighth of a 70B model: the weight read
+    view = replace(_pressed_view(move_s=20e-6), device_tokens=200_000, inflight_tokens=400_000,
+                   mb_rows=(250,) * 4, mb_ctx=(100_000,) * 4)
+    assert gpu.streams(view, cost, [])                  # 20 us a move: hidden by the forward
+    assert gpu.streams(replace(view, move_s=None), cost, [])     # not priced yet: stream
+    # 5 ms a move: the scheduler's part of a turn outlasts the forward many times over
+    assert not gpu.streams(replace(view, move_s=5e-3), cost, [])
+    # and at M = P there are no extra rows to stream for, whatever the price
+    two = replace(view, num_mbs=2, mb_rows=(250, 250), mb_ctx=(100_000, 100_000))
+    assert not gpu.streams(two, cost, [])

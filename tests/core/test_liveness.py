@@ -4,10 +4,13 @@ applies every plan at the point a live stage would and keeps the books.
 
 Properties:
   - everyone finishes: every request that fits the device arrives, runs and completes;
-  - bounded waits: a request parked at turn t rejoins by t + M (A + N + L) turns, A the
-    selector's forcing age in rounds, N the requests, L the longest output (A rounds until
-    it is forced; at most N forced ahead of it; a forced one may wait for room that
-    residents hold, and a resident leaves within L cycles);
+  - bounded waits: a request parked at turn t rejoins by t + M (A + N + 2L) turns, A the
+    selector's forcing age in rounds, N the requests, L the longest output: A rounds until
+    it is forced (and from then on admission stops, core/admission.py); at most N forced
+    ahead of it, a round each; the room it waits for is held by residents, which leave
+    within L cycles, and by the rows the forced ones ahead of it brought back, which also
+    leave within L (over 3,000 random scenarios the worst wait was 0.84 of this bound; the
+    first guess, M (A + N + L), was exceeded);
   - plans fit: no plan's rejoins take more than the device less its reserve and what stays;
   - the books: device tokens in use never exceed D, host tokens never exceed H, a request
     is in one place at a time (asserted by the model at every turn).
@@ -76,7 +79,7 @@ def test_every_request_finishes_and_no_park_outlasts_the_bound(sc):
                           f"{len(model.pool)}, rows {[len(x) for x in model.mbs]}, {model.counts}")
     assert len(model.finished) == len(reqs)
     assert all(r.out == r.max_new for r in reqs)
-    bound = sc["M"] * (FORCE_AFTER + len(reqs) + longest)
+    bound = sc["M"] * (FORCE_AFTER + len(reqs) + 2 * longest)
     worst = max(reqs, key=lambda r: r.longest_wait)
     assert worst.longest_wait <= bound, (worst.rid, worst.longest_wait, bound, model.counts)
 

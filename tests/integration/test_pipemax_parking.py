@@ -90,13 +90,22 @@ def test_tokens_equal_stock_and_hf_while_parking(tiny_model, reference, tmp_path
 
 @pytest.mark.parametrize("pp", [1, 2], ids=["pp1", "pp2"])
 def test_emulated_link_budget_binds_and_is_never_exceeded(tiny_model, reference, pp):
-    # 20 MB/s: the tiny model's 2 KiB/token KV moves ~10k tokens/s, a few hundred per step;
-    # at pp 2 (4 micro-batches) the decider keeps what the link could not bring back resident
-    got, status = _run(tiny_model, pp, pipemax_emulate_link_gbps=0.02, pipemax_host_kv_tokens=16384)
+    # 20 MB/s: the tiny model's 2 KiB/token KV moves ~10k tokens/s, a few hundred per step
+    got, status = _run(tiny_model, pp, pipemax_emulate_link_gbps=0.02, pipemax_host_kv_tokens=16384,
+                       pipemax_stream="always")
     assert got == reference
-    st = status["stages"][0]["pipemax"]
-    assert st["plans"] > 0 and st["budget_bytes_total"] > 0
-    assert 0 < st["budget_utilisation"] <= 1.0
-    assert st["over_budget_plans"] == 0
-    assert st["recomputes"] == 0
-    assert st["parks"] > 0 and st["rejoins"] > 0
+    for s in status["stages"]:
+        st = s["pipemax"]
+        assert st["recomputes"] == 0 and st["parks"] > 0 and st["rejoins"] > 0
+        # every prefetch window's load, in the bytes HiCache's load operation copies, within
+        # the budgets of the plans it serves (not the selector's own arithmetic)
+        assert st["windows"] > 0 and st["window_bytes_total"] > 0, st
+        assert st["windows_over_budget"] == 0, st
+        assert 0 < st["window_utilisation_max"] <= 1.0
+    if pp > 1:
+        # loads for turn i + 1 ran while turn i went on: of the H2D copier's busy time, the
+        # scheduler waited for little. A fence on every load (as before: turn i waited for
+        # the loads issued for i + 1 at its own ingest) waited for nearly all of it.
+        st = status["stages"][0]["pipemax"]
+        assert st["load_s"] > 0 and st["overlap_fraction"] is not None
+        assert st["overlap_fraction"] >= 0.5, (st["overlap_fraction"], st["load_s"], st["load_wait_s"])
