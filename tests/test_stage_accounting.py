@@ -75,3 +75,24 @@ def test_a_plan_carries_admit_mbs_to_the_stage_and_a_plan_without_it_changes_not
     assert stage.admit_mbs == 4
     stage.on_plan(PipeMaxPlan(turn=4, mb=0, park=(), rejoin=(), target_turn=8, issue_turn=7))
     assert stage.admit_mbs == 4
+
+
+def test_with_nothing_to_move_stage_0_skips_the_decision():
+    stage = PipeMaxStage.__new__(PipeMaxStage)
+    stage.pool, stage.tasks, stage.prefetched = {}, [], defaultdict(list)
+    stage.ranks = SimpleNamespace(pp_size=2)
+    stage.decider = SimpleNamespace(moves_serialize=True)
+    stage.stats = PipeMaxStats()
+    stage.config = SimpleNamespace(stream="auto")
+    stage.M = 2
+    assert stage._decision_is_noop()                      # M = P = 2: nothing can stream
+    stage.M = 4                                           # past the stages: drain, concentrate
+    assert not stage._decision_is_noop()
+    stage.M, stage.ranks = 4, SimpleNamespace(pp_size=4)
+    assert stage._decision_is_noop()                      # CPU, moves not priced yet
+    stage.stats.parks, stage.stats.kv_move_s = 40, 0.01
+    assert not stage._decision_is_noop()                  # priced: streaming may pay
+    stage.config = SimpleNamespace(stream="never")
+    assert stage._decision_is_noop()
+    stage.pool = {"r": _parked("r", 10)}                  # someone to bring back
+    assert not stage._decision_is_noop()

@@ -70,7 +70,7 @@ class PipeMaxScheduler(Scheduler):
             "device_kv_tokens": int(self.max_total_num_tokens),
             "kv_bytes_per_token": compat.kv_bytes_per_token(self),
             "hierarchical_cache": compat.hierarchical_cache_enabled(),
-            "pipemax": self.pipemax.status() if self.pipemax else {},
+            "pipemax": self.pipemax.status(samples=idle) if self.pipemax else {},
             "pools": compat.pool_usage(self),
             "idle": idle,
             "updated_at": time.time(),

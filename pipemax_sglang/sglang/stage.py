@@ -411,12 +411,27 @@ class PipeMaxStage:
                 "rids": sorted(r.rid for r in batch.reqs) if batch is not None else [],
             }) + "\n")
         if self.decider is not None and not self.stock:
-            self._decide(mb, plan, batch if is_decode else None)
+            if not self._decision_is_noop():
+                self._decide(mb, plan, batch if is_decode else None)
             self._watch(mb, batch is not None)
         if mb == self.M - 1:  # one round per cycle of M turns: a wait is counted in cycles
             for p in self.pool.values():
                 p.rounds_waited += 1
         self.turn += 1
+
+    def _decision_is_noop(self) -> bool:
+        """Whether stage 0's decision this turn would certainly be empty, so SGLang's own
+        path runs with no per-turn work of ours (do no harm). With nothing parked, planned or
+        prefetched there is no one to bring back; with M <= P nothing drains or concentrates
+        (Decider.busy_mbs, admit_mbs); so only streaming could park, and it cannot when it is
+        off, when moves serialize and are not priced yet, or at M <= 2 (auto: streaming adds
+        rows only for micro-batches past the two a turn holds, Decider.streams)."""
+        if self.pool or self.tasks or any(self.prefetched.values()) or self.M > self.ranks.pp_size:
+            return False
+        stream = self.config.stream
+        if stream == "auto":
+            return self.M <= 2 or (self.decider.moves_serialize and self.move_s() is None)
+        return stream == "never"
 
     def _decide(self, mb: int, plan, decode_batch) -> None:
         sched = self.sched
@@ -545,7 +560,9 @@ class PipeMaxStage:
                 "overlap_fraction": max(0.0, 1.0 - h2d.stall_s / h2d.busy_s),
                 "forward_overlap_fraction": self.overlap.fraction}
 
-    def status(self) -> dict[str, Any]:
+    def status(self, samples: bool = True) -> dict[str, Any]:
+        """The stage's report; `samples` adds the timed steps (large: the idle report carries
+        them, the reports while busy, every STATUS_EVERY_S, do not)."""
         return {"micro_batches": self.M, "turn": self.turn, "parked": len(self.pool),
                 "stock": self.stock,
                 "admitting_micro_batches": self.admit_mbs,
@@ -555,5 +572,5 @@ class PipeMaxStage:
                 "prefetching_rids": sorted(pf.parked.rid for v in self.prefetched.values() for pf in v)[:64],
                 "decider": self.decider is not None, **self.stats.to_dict(),
                 **self._overlap_report(),
-                "step_samples": [r.decode_sample() for r in self.turns["decode"]],
-                "prefill_samples": [r.prefill_sample() for r in self.turns["prefill"]]}
+                "step_samples": [r.decode_sample() for r in self.turns["decode"]] if samples else [],
+                "prefill_samples": [r.prefill_sample() for r in self.turns["prefill"]] if samples else []}
