@@ -40,7 +40,9 @@ from dataclasses import dataclass
 from .baselines import SELECTORS
 from .budget import BudgetPolicy, LinkTimeline
 from .cost_model import StepCost, StepCostModel, TransferModel
-from .selector_types import Candidate, SelectorInput
+from .selector_types import Candidate, SelectorInput, SelectorParams
+
+FORCE_AFTER = SelectorParams().force_after_rounds
 
 CPU_COPY_BYTES_PER_S = 10e9      # nominal memcpy rate when no link is given (CPU runs)
 CPU_PRIOR = StepCost(a=2e-3, b=2e-4, c=2e-7)   # rough CPU prior until 16 steps are measured
@@ -55,6 +57,7 @@ class DeciderConfig:
     selector: str = "greedy"
     stream: str = "auto"             # auto: where a move's price pays for it; always; never
     budget_margin: float = 0.1
+    max_candidates: int | None = 128  # parked requests a decision shows the selector (None: all)
 
     def __post_init__(self) -> None:
         if self.selector not in SELECTORS:
@@ -303,8 +306,8 @@ class Decider:
         resident_room = self.resident_room(view, max(budget.window_s, step_s))
         kept = self.keep_for_link(view, mode, stay, resident_room)
         rows = max(0, rows - (kept.rows - stay.rows))
-        cands = [Candidate(p.rid, p.kv_len, p.kv_len, (), p.rounds_waited, p.arrival)
-                 for p in pool if p.rid not in planned]
+        cands = self.shortlist([Candidate(p.rid, p.kv_len, p.kv_len, (), p.rounds_waited, p.arrival)
+                                for p in pool if p.rid not in planned])
         # rejoins already on their way to other turns hold the device as residents do
         committed = view.prefetching_tokens + sum(p.kv_len + 1 for p in pool if p.rid in planned)
         room = self.room(view, mode, kept, rows, resident_room, cands, committed)
@@ -381,6 +384,22 @@ class Decider:
                 whole = avail - committed if resident_room <= 0 else unheld
                 free = max(free, min(whole, oldest.host_tokens + 1))
         return Room(rows, free, avail, unheld, resident_room)
+
+    def shortlist(self, cands: list[Candidate]) -> list[Candidate]:
+        """At most max_candidates for the selector (its cost grows with them, and a decision
+        runs every turn): those past the forcing age first, oldest first, up to a quarter of
+        the cap (the selector takes them in that order anyway), then the best value per
+        token (the core's (1 + rounds / A) / (tokens + 1)). Deterministic: ties by id."""
+        cap = self.config.max_candidates
+        if cap is None or len(cands) <= cap:
+            return cands
+        a = FORCE_AFTER
+        aged = sorted((c for c in cands if c.rounds_waited >= a),
+                      key=lambda c: (-c.rounds_waited, c.arrival, c.req_id))[:max(1, cap // 4)]
+        taken = {c.req_id for c in aged}
+        rest = sorted((c for c in cands if c.req_id not in taken),
+                      key=lambda c: (-(1.0 + c.rounds_waited / a) / (c.host_tokens + 1.0), c.req_id))
+        return aged + rest[:cap - len(aged)]
 
     def choose(self, view: TurnView, cost: StepCost, cands: list[Candidate], room: Room,
                budget: Budget) -> tuple[tuple[str, ...], int]:

@@ -33,6 +33,7 @@ from pipemax_sglang.runtime.stats import PipeMaxStats
 from pipemax_sglang.sglang import compat, kv_moves, platform
 from pipemax_sglang.sglang.kv_moves import ParkedReq, Prefetch
 from pipemax_sglang.sglang.messages import PipeMaxPlan
+from pipemax_sglang.core import decision_log
 from pipemax_sglang.core.admission import Admission, AdmissionView, admission, park_order
 from pipemax_sglang.core.decider import MOVES_TO_PRICE, Decider, PoolEntry, TurnView
 from pipemax_sglang.core.watchdog import Watchdog
@@ -87,6 +88,7 @@ class PipeMaxStage:
         self._last_launch: tuple[float, StepRecord | None] | None = None
         self.overlap = OverlapMeter()
         self._launched: deque[int] = deque(maxlen=self.M)
+        self._link = None
         self.decider = self._make_decider() if compat.is_decider_rank() else None
         self.watchdog = Watchdog(config.watchdog_s) if self.decider is not None else None
         self.stock = False               # the watchdog tripped: SGLang's own path from now on
@@ -95,11 +97,20 @@ class PipeMaxStage:
         if config.record_batches and config.status_dir:
             path = os.path.join(config.status_dir, f"batches-pp{ranks.pp_rank}-tp{ranks.tp_rank}.jsonl")
             self.record = open(path, "a", buffering=1)
+        self.decisions = None            # stage 0's decider calls, for replay (core/decision_log)
+        if self.record is not None and self.decider is not None:
+            path = os.path.join(config.status_dir, f"decisions-pp{ranks.pp_rank}-tp{ranks.tp_rank}.jsonl")
+            self.decisions = open(path, "a", buffering=1)
+            d = self.decider
+            self.decisions.write(decision_log.init_line(
+                d.config, d.k, d.num_stages, self._link,
+                d.moves_serialize) + "\n")
 
     def _make_decider(self) -> Decider:
         k = compat.binding_kv_bytes_per_token(self.sched)
         gbps = self.config.emulate_link_gbps
         link = gbps * 1e9 if gbps else compat.link_bytes_per_s()
+        self._link = link
         return Decider(self.config.decider(), k, self.ranks.pp_size, link,
                        moves_serialize=not platform.has_cuda())
 
@@ -455,6 +466,8 @@ class PipeMaxStage:
         pool = [PoolEntry(p.rid, p.kv_len, p.rounds_waited, p.arrival) for p in self.pool.values()
                 if p.rid not in decode_rids]
         msg = self.decider.decide(view, pool, planned)
+        if self.decisions is not None:
+            self.decisions.write(decision_log.decide_line(view, pool, planned, msg) + "\n")
         if msg.park or msg.rejoin or msg.admit_mbs != self._admit_sent:
             self._admit_sent = msg.admit_mbs
             self.outbox.append(msg)
@@ -471,6 +484,8 @@ class PipeMaxStage:
             kind, rows, size = shape
             if kind == "decode" and self.decider is not None:
                 self.decider.observe_step(rows, size, seconds)
+                if self.decisions is not None:
+                    self.decisions.write(decision_log.observe_line(rows, size, seconds) + "\n")
             active = sum(1 for t in self._launched if t > self.turn - self.M)
             entry = StepRecord(rows, size, seconds, None, active)
             self.turns[kind].append(entry)

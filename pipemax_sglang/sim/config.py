@@ -50,7 +50,7 @@ class SimConfig:
     chunk_tokens: int = 4096
     budget_margin: float = 0.1
     selector_params: SelectorParams = field(default_factory=SelectorParams)
-    max_candidates: int | None = 128      # parked requests shown to the selector (offload.py)
+    max_candidates: int | None = 128      # parked requests shown to the selector (core Decider.shortlist)
     record: bool = False                  # keep every transfer's interval (tests)
 
     def __post_init__(self) -> None:

@@ -1,6 +1,6 @@
 """The discrete-event engine: P stages, M micro-batches, PCIe links, device ledgers.
 
-It knows time, order and memory; a `Scheduler` (recompute.py, offload.py) knows policy.
+It knows time, order and memory; a `Scheduler` (recompute.py, tdpipe.py, pipemax.py) knows policy.
 Events (a heap of (time, seq, action)): a stage finishing a turn, an activation arriving
 at the next stage, a transfer landing. Per stage, turns run strictly in order k.
 
@@ -287,7 +287,7 @@ class Engine:
     def _apply_to(self, s: int, prev_k: int, nxt: Turn) -> None:
         self.ledgers[s].apply(prev_k, nxt.effects)
         nxt.applied[s] = True
-        if nxt.ring > 0:
+        if nxt.ring > 0 or nxt.h2d > 0:      # a ring entry, or loads into reserved room
             rel = nxt.release[s] if nxt.release is not None else 0.0
             self.alloc_wait[s][nxt.k] = Item(s, nxt.k, nxt.ring, nxt.h2d * self.kv[s],
                                              partial(self._landed, s, nxt.k), rel)
@@ -342,6 +342,7 @@ class Engine:
             del link.queue[i]
             if it.tokens:
                 self.ledgers[it.stage].allocate(it.k, it.tokens)
+            if self.queued[it.stage] is it:
                 self.queued[it.stage] = None
                 self._advance(it.stage)
             if it.nbytes <= 0:

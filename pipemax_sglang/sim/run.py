@@ -29,7 +29,7 @@ from pipemax_sglang.core import TurnOptimum, turn_optimum
 from .config import OFFLOAD, SimConfig
 from .costs import Layout, layout, pcie_ceiling
 from .engine import Engine
-from .offload import OffloadScheduler
+from .pipemax import PipeMaxScheduler
 from .recompute import RecomputeScheduler
 from .steady import steady_state
 from .tdpipe import TDPipeScheduler
@@ -135,16 +135,16 @@ def host_kv_tokens(cfg: SimConfig) -> int:
 
 
 def build(cfg: SimConfig, layout: Layout | None = None
-          ) -> tuple[Engine, OffloadScheduler | RecomputeScheduler | TDPipeScheduler]:
+          ) -> tuple[Engine, PipeMaxScheduler | RecomputeScheduler | TDPipeScheduler]:
     """The engine and scheduler of one replica, not run yet (tests inspect them after).
     `layout` replaces the one the model and machine imply (a fitted one: validate_sim)."""
     layout = layout or layout_for(cfg)
     work = replica_workload(cfg)
-    sched: OffloadScheduler | RecomputeScheduler | TDPipeScheduler
+    sched: PipeMaxScheduler | RecomputeScheduler | TDPipeScheduler
     if cfg.policy in OFFLOAD:
-        sched = OffloadScheduler(
+        sched = PipeMaxScheduler(
             layout, cfg.machine, work, cfg.M, OFFLOAD[cfg.policy], cfg.chunk_tokens, cfg.cap,
-            cfg.budget_margin, host_kv_tokens(cfg), cfg.selector_params, cfg.max_candidates)
+            cfg.budget_margin, host_kv_tokens(cfg), cfg.max_candidates)
     elif cfg.policy == "td-pipe":
         sched = TDPipeScheduler(layout, work, cfg.M, cfg.cap)
     else:

@@ -193,3 +193,21 @@ def test_on_a_gpu_moves_are_free_while_they_fit_under_the_forward():
     # and at M = P there are no extra rows to stream for, whatever the price
     two = replace(view, num_mbs=2, mb_rows=(250, 250), mb_ctx=(100_000, 100_000))
     assert not gpu.streams(two, cost, [])
+
+
+def test_the_shortlist_keeps_the_aged_first_then_the_best_value_per_token():
+    from pipemax_sglang.core.decider import FORCE_AFTER
+    from pipemax_sglang.core.selector_types import Candidate
+
+    d = Decider(DeciderConfig(max_candidates=8), 2048, 2, None)
+    fresh = [Candidate(f"f{i}", 10 + i, 10 + i, (), 0, i) for i in range(20)]
+    aged = [Candidate(f"a{i}", 5000, 5000, (), FORCE_AFTER + i, 100 + i) for i in range(5)]
+    got = d.shortlist(fresh + aged)
+    assert len(got) == 8
+    # at most a quarter of the cap for the aged, oldest first, despite their size
+    assert [c.req_id for c in got[:2]] == ["a4", "a3"]
+    # then the shortest (best value per token) of the rest, not the remaining aged ones
+    assert [c.req_id for c in got[2:]] == [f"f{i}" for i in range(6)]
+    # under the cap, or with no cap, every candidate is shown unchanged
+    assert d.shortlist(fresh[:8]) == fresh[:8]
+    assert Decider(DeciderConfig(max_candidates=None), 2048, 2, None).shortlist(fresh + aged) == fresh + aged

@@ -11,6 +11,8 @@ import os
 
 import pytest
 
+from pipemax_sglang.sim.replay import replay
+
 from tests.conftest import GREEDY, random_prompts
 from tests.support.engine_process import EngineProcess
 from tests.support.reference import hf_greedy
@@ -87,13 +89,23 @@ def test_tokens_equal_stock_and_hf_while_parking(tiny_model, reference, tmp_path
     for other in decode[1:]:
         assert other == decode[0]
 
+    # one decider: stage 0's recorded decisions, replayed through the simulator's decider,
+    # give the same plans (tests/sim/test_conformance.py keeps such a recording)
+    recorded, replayed = replay(os.path.join(tmp_path, "decisions-pp0-tp0.jsonl"))
+    assert any(p.park or p.rejoin for p in recorded), "no decision moved anything"
+    assert replayed == recorded
+
 
 @pytest.mark.parametrize("pp", [1, 2], ids=["pp1", "pp2"])
-def test_emulated_link_budget_binds_and_is_never_exceeded(tiny_model, reference, pp):
+def test_emulated_link_budget_binds_and_is_never_exceeded(tiny_model, reference, tmp_path, pp):
     # 20 MB/s: the tiny model's 2 KiB/token KV moves ~10k tokens/s, a few hundred per step
-    got, status = _run(tiny_model, pp, pipemax_emulate_link_gbps=0.02, pipemax_host_kv_tokens=16384,
+    got, status = _run(tiny_model, pp, status_dir=tmp_path, pipemax_record_batches=True,
+                       pipemax_emulate_link_gbps=0.02, pipemax_host_kv_tokens=16384,
                        pipemax_stream="always")
     assert got == reference
+    recorded, replayed = replay(os.path.join(tmp_path, "decisions-pp0-tp0.jsonl"))
+    assert sum(p.budget_bytes > 0 for p in recorded) > 0
+    assert replayed == recorded
     for s in status["stages"]:
         st = s["pipemax"]
         assert st["recomputes"] == 0 and st["parks"] > 0 and st["rejoins"] > 0

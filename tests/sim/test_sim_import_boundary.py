@@ -32,7 +32,7 @@ def _imports(path: Path) -> list[tuple[str, int]]:
 
 def test_the_packages_have_their_modules():
     names = {p.stem for p in MODULES}
-    assert {"engine", "offload", "recompute", "ring", "ledger", "links", "costs", "run",
+    assert {"engine", "pipemax", "replay", "recompute", "ledger", "links", "costs", "run",
             "search", "command", "__main__"} <= names
 
 
