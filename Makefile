@@ -4,6 +4,7 @@
 #                 model (sample requests and results in demo-out/)
 #   make test     every test (fast tier + real-SGLang integration tier)
 #   make test-fast  the fast tier only (no engines; seconds)
+#   make check-seams  every SGLang internal we rely on still exists (docs/seams.md)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ SGLANG_VERSION := $(shell sed -n 's/^SGLANG_PIN = "\(.*\)"/\1/p' pipemax_sglang/
 STAMP := $(VENV)/.pipemax-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv model demo test test-fast test-integration bench-selector check-patches clean
+.PHONY: venv model demo test test-fast test-integration bench-selector check-patches check-seams clean
 
 venv: $(STAMP)
 
@@ -32,7 +33,7 @@ model: venv
 demo: venv
 	$(PY) -m pipemax_sglang.demo
 
-test: venv check-patches
+test: venv check-patches check-seams
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
@@ -47,6 +48,11 @@ bench-selector: venv
 # Every patch in patches/ must still apply to the pinned sglang (dry run; changes nothing).
 check-patches: venv
 	$(PY) -m pipemax_sglang.sglang.patches --check
+
+# Every SGLang internal PipeMax relies on still exists in the pinned SGLang (seconds, no
+# engine): the first thing to run against a new SGLang release. docs/seams.md lists them.
+check-seams: venv
+	$(PY) -m pipemax_sglang.sglang.seams --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

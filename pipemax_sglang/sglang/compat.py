@@ -1,7 +1,9 @@
-"""Every access to SGLang 0.5.23 internals that has no public API, in one place beside the pin.
+"""Accesses to SGLang 0.5.23 internals that have no public API, beside the pin.
 
-When the pin moves (version.py), this module and the scheduler subclass's overridden method
-names are what to re-read against the new source. Paths below are those of 0.5.23.
+Every SGLang symbol PipeMax relies on, here or elsewhere in the package (the scheduler
+subclass's overrides, kv_moves.py's radix-tree calls), is recorded in seams.py and checked
+against the pinned SGLang by `make check-seams` (table: docs/seams.md). When the pin moves
+(version.py), run that first. Paths below are those of 0.5.23.
 """
 
 from __future__ import annotations
