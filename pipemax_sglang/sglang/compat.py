@@ -41,7 +41,63 @@ def build_decode_batch(scheduler, reqs):
     batch = scheduler._build_hisparse_decode_batch(reqs)
     # merge_batch concatenates multimodal_inputs lists; the helper leaves None
     batch.multimodal_inputs = [r.multimodal_inputs for r in reqs]
+    if batch.return_logprob:
+        # the helper lists each prompt as the token ids to report logprobs of; a decode
+        # batch built for extend lists what the request asked for (schedule_batch.py:3100)
+        batch.token_ids_logprobs = [r.logprob.token_ids_logprob for r in reqs]
+    restore_penalties(batch)
     return batch
+
+
+# The penalizers of sampling/penaltylib (0.5.23), by class name: the tensor that holds a
+# request's accumulated state, and how one output token changes it. A new batch prepares
+# them empty (zeros, ones), as for a request that has generated nothing.
+_PENALTY_STATE = {
+    "BatchedFrequencyPenalizer": ("cumulated_frequency_penalties", "frequency_penalties", "add"),
+    "BatchedPresencePenalizer": ("cumulated_presence_penalties", "presence_penalties", "set"),
+    "BatchedRepetitionPenalizer": ("cumulated_repetition_penalties", "repetition_penalties", "set"),
+    "BatchedMinNewTokensPenalizer": ("len_output_tokens", None, "count"),
+}
+
+
+def restore_penalties(batch) -> None:
+    """Give a rebuilt decode batch's penalizers the state its requests had when parked.
+
+    SGLang accumulates penalty state per decode step, in prepare_for_decode, from each
+    request's last output token (schedule_batch.py:3715, cumulate_penalty_output_tokens):
+    before the step that makes output token n + 1, tokens 1..n-1 are in and token n is
+    added by that step. A rebuilt batch starts empty, so a rejoined request would forget
+    its frequency, presence and repetition counts and its min_new_tokens progress (stock
+    SGLang's retraction forgets them too: it re-prefills). Here tokens 1..n-1 go back in,
+    as the steps that made them put them in; the next prepare_for_decode adds token n."""
+    import torch
+
+    orch = getattr(batch.sampling_info, "penalizer_orchestrator", None)
+    if orch is None or not orch.is_required:
+        return
+    seen = [r.output_ids[:-1] for r in batch.reqs]
+    if not any(seen):
+        return
+    for pen in orch.penalizers.values():
+        if not pen.is_prepared():
+            continue
+        spec = _PENALTY_STATE.get(type(pen).__name__)
+        if spec is None:
+            raise RuntimeError(f"pipemax: cannot carry {type(pen).__name__} state across a park")
+        state_name, value_name, how = spec
+        state = getattr(pen, state_name)
+        for i, toks in enumerate(seen):
+            if not toks:
+                continue
+            if how == "count":
+                state[i] += len(toks)
+                continue
+            idx = torch.tensor(toks, dtype=torch.int64, device=state.device)
+            value = getattr(pen, value_name)[i]            # shape [1]
+            if how == "add":
+                state[i].scatter_add_(0, idx, value.expand(len(toks)))
+            else:
+                state[i].scatter_(0, idx, value.expand(len(toks)))
 
 
 # ---- scheduler state PipeMax reads (scheduler.py, scheduler_pp_mixin.py) -----------------
