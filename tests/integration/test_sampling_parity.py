@@ -192,3 +192,59 @@ def test_constrained_outputs_follow_their_grammar(runs):
     for i, r in enumerate(REQUESTS):
         if r[0].startswith("regex-") and ref[i]["meta_info"]["finish_reason"]["type"] == "stop":
             assert re.fullmatch(REGEX, ref[i]["text"]), ref[i]["text"]
+
+
+# ---- the OpenAI chat endpoint, with the model's chat template ------------------------------
+
+CHAT_N = 24
+
+
+def _chat_bodies(model: str) -> list[dict]:
+    rng = random.Random(5)
+    words = ["alpha", "beta", "gamma", "delta", "open", "file", "read", "write", "loop", "sum"]
+    system = "You answer in short sentences. " * 12      # a long system prompt, shared
+    return [{"model": model, "temperature": 0, "max_tokens": 32, "frequency_penalty": 0.4,
+             "messages": [{"role": "system", "content": system},
+                          {"role": "user", "content": " ".join(rng.choice(words) for _ in range(rng.randint(5, 60)))}]}
+            for _ in range(CHAT_N)]
+
+
+def _chat_run(tiny_model, pp: int, pipemax: bool, status_dir=None):
+    import concurrent.futures
+
+    import requests
+
+    from tests.support.server_process import ServerProcess
+
+    args = ["--model-path", tiny_model, "--pp-size", str(pp), "--log-level", "warning"]
+    if pp > 1:
+        args += ["--pp-async-batch-depth", "2"]
+    if pipemax:
+        args += ["--max-total-tokens", "900", "--pipemax-stream", "always", "--pipemax-host-kv-tokens", "16384",
+                 "--pipemax-record-batches", "--pipemax-status-dir", str(status_dir)]
+    else:
+        args += ["--disable-pipemax", "--max-total-tokens", "16384"]
+        if pp == 1:
+            args += ["--disable-overlap-schedule"]       # PipeMax's setting at pp 1 (above)
+    srv = ServerProcess(args)
+    try:
+        def post(body):
+            r = requests.post(srv.url + "/v1/chat/completions", json=body, timeout=600)
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]
+
+        with concurrent.futures.ThreadPoolExecutor(CHAT_N) as pool:
+            out = list(pool.map(post, _chat_bodies(tiny_model)))
+        status = requests.get(srv.url + "/pipemax/status", timeout=30).json()
+    finally:
+        srv.stop()
+    return [(c["message"]["content"], c["finish_reason"]) for c in out], status
+
+
+@pytest.mark.parametrize("pp", [1, 2], ids=["pp1", "pp2"])
+def test_openai_chat_endpoint_is_identical_while_parked(tiny_model, tmp_path, pp):
+    ref, _ = _chat_run(tiny_model, pp, pipemax=False)
+    got, status = _chat_run(tiny_model, pp, pipemax=True, status_dir=tmp_path)
+    assert _parked_rids(tmp_path), "no chat request was parked"
+    assert all(s["pipemax"]["recomputes"] == 0 for s in status["stages"])
+    assert got == ref
