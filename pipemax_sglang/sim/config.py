@@ -24,9 +24,8 @@ too (in our projections M = pp won). chunked_prefill_size 4,096 (SGLang's defaul
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from pipemax_sglang.core import SelectorParams
 
 from .machine import Machine
 from .model_shapes import ModelShape
@@ -49,7 +48,6 @@ class SimConfig:
     row_cap: int | None = None            # --pp-max-micro-batch-size; None: no cap
     chunk_tokens: int = 4096
     budget_margin: float = 0.1
-    selector_params: SelectorParams = field(default_factory=SelectorParams)
     max_candidates: int | None = 128      # parked requests shown to the selector (core Decider.shortlist)
     record: bool = False                  # keep every transfer's interval (tests)
 
