@@ -60,6 +60,17 @@ _PENALTY_STATE = {
 }
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        import logging
+
+        logging.getLogger(__name__).warning(msg)
+
+
 def restore_penalties(batch) -> None:
     """Give a rebuilt decode batch's penalizers the state its requests had when parked.
 
@@ -82,8 +93,10 @@ def restore_penalties(batch) -> None:
         if not pen.is_prepared():
             continue
         spec = _PENALTY_STATE.get(type(pen).__name__)
-        if spec is None:
-            raise RuntimeError(f"pipemax: cannot carry {type(pen).__name__} state across a park")
+        if spec is None:       # a penalizer this pin does not have: degrade, never fail
+            _warn_once(f"pipemax: {type(pen).__name__} state is not carried across a park; "
+                       "outputs that use it may differ from stock SGLang's")
+            continue
         state_name, value_name, how = spec
         state = getattr(pen, state_name)
         for i, toks in enumerate(seen):

@@ -84,16 +84,8 @@ class PipeMaxScheduler(RecomputeScheduler):
     # ---- one decision --------------------------------------------------------------------
     def decide(self, k: int, now: float, prev: Turn | None) -> Turn:
         m = k % self.M
-        book = self.book
         before = self.m["parked"] + self.m["rejoined"]
-        freed = 0
-        if prev is not None:
-            fin = book.retire(prev)
-            if fin:
-                fs = set(fin)
-                self.running[m] = [r for r in self.running[m] if r not in fs]
-                freed = int(book.kv[fin].sum())
-                self.used -= freed
+        freed = self._retire(m, prev)
         freed_parks, loaded = self._apply_plan(k, m)
         freed += freed_parks
         turn = self._turn(k, m, freed, loaded, now)

@@ -74,20 +74,26 @@ class RecomputeScheduler:
     # ---------------------------------------------------------------------------------
     def decide(self, k: int, now: float, prev: Turn | None) -> Turn:
         m = k % self.M
-        freed = 0
-        book = self.book
-        if prev is not None:
-            fin = book.retire(prev)
-            if fin:
-                fs = set(fin)
-                self.running[m] = [r for r in self.running[m] if r not in fs]
-                freed = int(book.kv[fin].sum())
-                self.used -= freed
+        freed = self._retire(m, prev)
         if self.waiting:
             admitted = self._admit(m)
             if admitted:
                 return self._prefill(k, m, admitted, freed)
         return self._decode(k, m, freed)
+
+    def _retire(self, m: int, prev: Turn | None) -> int:
+        """Turn k - M's members made a token; the finished leave micro-batch m. Returns the
+        device tokens they freed."""
+        if prev is None:
+            return 0
+        fin = self.book.retire(prev)
+        if not fin:
+            return 0
+        fs = set(fin)
+        self.running[m] = [r for r in self.running[m] if r not in fs]
+        freed = int(self.book.kv[fin].sum())
+        self.used -= freed
+        return freed
 
     def _admit(self, m: int) -> list[int]:
         book = self.book
