@@ -40,9 +40,8 @@ from dataclasses import dataclass
 from .baselines import SELECTORS
 from .budget import BudgetPolicy, LinkTimeline
 from .cost_model import StepCost, StepCostModel, TransferModel
-from .selector_types import Candidate, SelectorInput, SelectorParams
-
-FORCE_AFTER = SelectorParams().force_after_rounds
+from .admission import FORCE_AFTER
+from .selector_types import Candidate, SelectorInput
 
 CPU_COPY_BYTES_PER_S = 10e9      # nominal memcpy rate when no link is given (CPU runs)
 CPU_PRIOR = StepCost(a=2e-3, b=2e-4, c=2e-7)   # rough CPU prior until 16 steps are measured
@@ -165,6 +164,7 @@ class Decider:
         self.moves_serialize = moves_serialize
         self.k = kv_bytes_per_token          # binding stage's bytes per token
         self.num_stages = num_stages
+        self.link_bytes_per_s = link_bytes_per_s     # as given (None: no link known)
         bw = link_bytes_per_s or CPU_COPY_BYTES_PER_S
         self.transfer = TransferModel(latency_s=1e-5, h2d_bytes_per_s=bw, d2h_bytes_per_s=bw)
         self.cost_model = StepCostModel(prior)

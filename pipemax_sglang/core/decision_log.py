@@ -21,14 +21,15 @@ import json
 from dataclasses import asdict, fields
 from typing import Any, Iterable
 
-from .decider import DeciderConfig, PoolEntry, TurnPlan, TurnView
+from .decider import Decider, DeciderConfig, PoolEntry, TurnPlan, TurnView
 
 
-def init_line(config: DeciderConfig, kv_bytes_per_token: int, num_stages: int,
-              link_bytes_per_s: float | None, moves_serialize: bool) -> str:
-    return json.dumps({"call": "init", "config": asdict(config),
-                       "kv_bytes_per_token": kv_bytes_per_token, "num_stages": num_stages,
-                       "link_bytes_per_s": link_bytes_per_s, "moves_serialize": moves_serialize})
+def init_line(decider: Decider) -> str:
+    """The arguments the decider was built with."""
+    return json.dumps({"call": "init", "config": asdict(decider.config),
+                       "kv_bytes_per_token": decider.k, "num_stages": decider.num_stages,
+                       "link_bytes_per_s": decider.link_bytes_per_s,
+                       "moves_serialize": decider.moves_serialize})
 
 
 def decide_line(view: TurnView, pool: Iterable[PoolEntry], planned: Iterable[str],

@@ -88,7 +88,6 @@ class PipeMaxStage:
         self._last_launch: tuple[float, StepRecord | None] | None = None
         self.overlap = OverlapMeter()
         self._launched: deque[int] = deque(maxlen=self.M)
-        self._link = None
         self.decider = self._make_decider() if compat.is_decider_rank() else None
         self.watchdog = Watchdog(config.watchdog_s) if self.decider is not None else None
         self.stock = False               # the watchdog tripped: SGLang's own path from now on
@@ -101,16 +100,12 @@ class PipeMaxStage:
         if self.record is not None and self.decider is not None:
             path = os.path.join(config.status_dir, f"decisions-pp{ranks.pp_rank}-tp{ranks.tp_rank}.jsonl")
             self.decisions = open(path, "a", buffering=1)
-            d = self.decider
-            self.decisions.write(decision_log.init_line(
-                d.config, d.k, d.num_stages, self._link,
-                d.moves_serialize) + "\n")
+            self.decisions.write(decision_log.init_line(self.decider) + "\n")
 
     def _make_decider(self) -> Decider:
         k = compat.binding_kv_bytes_per_token(self.sched)
         gbps = self.config.emulate_link_gbps
         link = gbps * 1e9 if gbps else compat.link_bytes_per_s()
-        self._link = link
         return Decider(self.config.decider(), k, self.ranks.pp_size, link,
                        moves_serialize=not platform.has_cuda())
 
