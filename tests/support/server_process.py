@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -16,22 +17,49 @@ import requests
 START_TIMEOUT_S = 300
 
 
+# Ports are drawn below the kernel's ephemeral range (32768-60999 on Linux). A port the kernel
+# hands out for bind(0) is ephemeral: between our check and uvicorn's bind, the server's own
+# start (gloo pairs, the torch TCPStore, ZMQ) may be given the same number, and uvicorn then
+# fails with EADDRINUSE (seen in CI). SGLang derives its internal ports as port + 100..1000, so
+# the window leaves room above.
+PORT_RANGE = (20000, 30000)
+START_ATTEMPTS = 3
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(*PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORT_RANGE}")
 
 
 class ServerProcess:
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="pipemax-server-", suffix=".log", delete=False)
-        cmd = [sys.executable, "-m", "pipemax_sglang.launch_server", "--host", "127.0.0.1",
-               "--port", str(self.port), *args]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
-        self._wait_healthy()
+        for attempt in range(START_ATTEMPTS):
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            cmd = [sys.executable, "-m", "pipemax_sglang.launch_server", "--host", "127.0.0.1",
+                   "--port", str(self.port), *args]
+            self.log.seek(0)
+            self.log.truncate()
+            self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **(env or {})})
+            try:
+                self._wait_healthy()
+                return
+            except RuntimeError:
+                # A port taken between our check and the server's bind is the harness's race,
+                # not the server's failure: start again on another port. Anything else raises.
+                if attempt + 1 == START_ATTEMPTS or "address already in use" not in self.tail(200):
+                    raise
+                self.stop()
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
