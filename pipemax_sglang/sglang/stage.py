@@ -565,9 +565,12 @@ class PipeMaxStage:
         h2d = platform.cpu_h2d_stats()
         if h2d is None or h2d.busy_s <= 0:
             return {"load_s": 0.0, "load_wait_s": 0.0, "overlap_fraction": None,
-                    "forward_overlap_fraction": None}
+                    "load_overlap_s": 0.0, "forward_overlap_fraction": None}
+        # load_overlap_s: seconds of load beside a forward (of self.overlap.load_s measured;
+        # the meter sees the same copies as h2d, polled at each forward)
         return {"load_s": h2d.busy_s, "load_wait_s": h2d.stall_s,
                 "overlap_fraction": max(0.0, 1.0 - h2d.stall_s / h2d.busy_s),
+                "load_overlap_s": self.overlap.overlap_s, "load_metered_s": self.overlap.load_s,
                 "forward_overlap_fraction": self.overlap.fraction}
 
     def status(self, samples: bool = True) -> dict[str, Any]:
