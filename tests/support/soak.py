@@ -42,12 +42,14 @@ def server_args(model: str, point: Point, inflight: int, biggest: int) -> list[s
 
 
 def run_point(model: str, point: Point, n: int, seed: int, runs: int, reference,
-              repro: bool = False) -> dict:
+              repro: bool = False, mixed: bool = True) -> dict:
     """`reference(asks: dict[prompt, max_new]) -> dict[prompt, tokens]` (prompt: token ids
     or text). Each run sends the mixed load of n requests and, with `repro`, first the
     reported hang's 128 text requests."""
     items = make_load(n, seed)
-    loads = ([("repro", make_repro_load())] if repro else []) + [("mixed", items)]
+    loads = ([("repro", make_repro_load())] if repro else []) + ([("mixed", items)] if mixed else [])
+    if not loads:
+        raise ValueError("a soak point needs the repro load, the mixed load or both")
     inflight = in_flight_tokens(items)
     biggest = max(len(it.prompt) + it.max_new for it in items if it.kind != "bad")
     asks = {(5, 6, 7, 8): 6}
