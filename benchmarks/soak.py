@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--point", action="append", default=None,
+                    help="run only this matrix point (repeatable), e.g. pp2-M4-auto-kv0.25")
     ap.add_argument("--repro-only", action="store_true",
                     help="only the reported hang's 128 text requests at each point (the issue's "
                          "acceptance: 128/128 at every point, three runs each), not the mixed load; "
@@ -90,7 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     reference = StockReference(model)
     records = []
     t0 = time.monotonic()
-    for point in matrix(a.quick):
+    points = matrix(a.quick)
+    if a.point:
+        unknown = set(a.point) - {p.name for p in points}
+        if unknown:
+            ap.error(f"no such point in the {'quick ' if a.quick else ''}matrix: {sorted(unknown)}; "
+                     f"points: {[p.name for p in points]}")
+        points = [p for p in points if p.name in a.point]
+    for point in points:
         try:
             rec = point_record(run_point(model, point, n, a.seed, runs, reference, repro=True,
                                          mixed=not a.repro_only))
@@ -100,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         records.append(rec)
         print(f"soak {rec['point']}: completed {rec['completed']}/{rec['requests']}, failed "
               f"{rec['failed'] or 0}, identical {rec['identical']}, pools idle "
-              f"{rec.get('pools_idle')}, p50 {rec.get('p50_s')} s, p99 {rec.get('p99_s')} s", flush=True)
+              f"{rec.get('pools_idle')}, p50 {rec.get('p50_s')} s, p99 {rec.get('p99_s')} s"
+              + (f"; error: {rec['error'][-600:]}" if "error" in rec else ""), flush=True)
     total = {
         "requests": sum(r["requests"] for r in records),
         "completed": sum(r["completed"] for r in records),
