@@ -4,6 +4,10 @@ Every SGLang symbol PipeMax relies on, here or elsewhere in the package (the sch
 subclass's overrides, kv_moves.py's radix-tree calls), is recorded in seams.py and checked
 against the pinned SGLang by `make check-seams` (table: docs/seams.md). When the pin moves
 (version.py), run that first. Paths below are those of 0.5.23.
+
+stage.py reaches SGLang's scheduler, batches and requests only through this module (and
+kv_moves.py, the radix-tree moves), apart from a batch's `reqs` and a request's `rid` and
+`finished()`, which every SGLang extension reads.
 """
 
 from __future__ import annotations
@@ -460,3 +464,50 @@ def start_tokenizer_loop(engine) -> None:
     (managers/tokenizer_manager.py:2440): it installs SGLang's SIGTERM/SIGQUIT handlers on the
     event loop, and a caller that wants its own must install them after these."""
     engine.tokenizer_manager.auto_create_handle_loop()
+
+
+# ---- the batch and scheduler state stage.py reads and changes (managers/schedule_batch.py,
+# managers/scheduler.py); each recorded in seams.py ------------------------------------------
+def tree_cache(sched):
+    """The radix tree (HiRadixCache with the host tier) holding every KV token."""
+    return sched.tree_cache
+
+
+def kv_len(req) -> int:
+    """KV tokens the request has committed on the device (req.kv, schedule_batch.py)."""
+    return req.kv.kv_committed_len
+
+
+def waiting_count(sched) -> int:
+    """Requests SGLang has not admitted yet (its waiting queue)."""
+    return len(sched.waiting_queue)
+
+
+def decode_fits(batch, keep: list[int] | None = None) -> bool:
+    """Whether the next decode step of `batch` (of its rows `keep`, if given) fits the pool;
+    SGLang retracts where it does not (ScheduleBatch.check_decode_mem)."""
+    return batch.check_decode_mem() if keep is None else batch.check_decode_mem(selected_indices=keep)
+
+
+def keep_rows(batch, keep: list[int]) -> None:
+    """Leave only rows `keep` (indices into batch.reqs) in the batch."""
+    batch.filter_batch(keep_indices=keep)
+
+
+def merge_rows(running, joining):
+    """The running batch with `joining`'s rows added (it may be empty: then `joining`)."""
+    if running.is_empty():
+        return joining
+    running.merge_batch(joining)
+    return running
+
+
+def decode_rows(batch) -> int | None:
+    """Rows of a decode batch; None for any other batch (prefill, idle) or none."""
+    if batch is None or not batch.forward_mode.is_decode():
+        return None
+    return batch.batch_size()
+
+
+def mode_name(batch) -> str | None:
+    return None if batch is None else str(batch.forward_mode.name)

@@ -183,7 +183,7 @@ class PipeMaxStage:
         self.stats.over_budget_plans += msg.plan_bytes > msg.budget_bytes
 
     def _park(self, msg: PipeMaxPlan) -> None:
-        tc = self.sched.tree_cache
+        tc = compat.tree_cache(self.sched)
         batch = compat.live_batch(self.sched, msg.mb)
         rids = set(msg.park)
         chosen = [r for r in batch.reqs if r.rid in rids and not r.finished()]
@@ -196,10 +196,10 @@ class PipeMaxStage:
         for req in chosen:
             # whole context reserved: its prompt may not be on host yet, and host slots are
             # taken only when the writes are submitted, after this loop
-            if not compat.reserve_host(self.sched, need + req.kv.kv_committed_len):
+            if not compat.reserve_host(self.sched, need + compat.kv_len(req)):
                 self._host_full()
                 continue
-            need += req.kv.kv_committed_len
+            need += compat.kv_len(req)
             L, new_tokens, host_lock = kv_moves.park_begin(req, tc)
             p = ParkedReq(req, L, msg.turn, self.arrivals, host_lock=host_lock, owner=self)
             self.arrivals += 1
@@ -210,7 +210,7 @@ class PipeMaxStage:
             if not in_flight:
                 self._finish_park(p)
         keep = [i for i, r in enumerate(batch.reqs) if r not in parked]
-        batch.filter_batch(keep_indices=keep)
+        compat.keep_rows(batch, keep)
         self.stats.parks += len(parked)
         self.stats.moved_kv_tokens += sum(r.pipemax_parked.kv_len for r in parked)
         self._note_pool()
@@ -226,7 +226,7 @@ class PipeMaxStage:
         PipeMax's work back to SGLang), it is retracted to SGLang's queue (recomputed), down
         to the last one: at M > P, SGLang's own abort of a last request that does not fit
         would fail a request that fits once the other micro-batches release their memory."""
-        if not batch.reqs or batch.check_decode_mem():
+        if not batch.reqs or compat.decode_fits(batch):
             return
         with self._moving("park"):
             self._make_room(batch)
@@ -238,12 +238,12 @@ class PipeMaxStage:
         return park_order(compat.retraction_order(batch), left, by_priority)
 
     def _make_room(self, batch) -> None:
-        tc = self.sched.tree_cache
+        tc = compat.tree_cache(self.sched)
         keep = self.keep_order(batch, self.stock or compat.retraction_by_priority())
         parked = []
         retracted = []
         unreaped = False
-        while keep and not batch.check_decode_mem(selected_indices=keep):
+        while keep and not compat.decode_fits(batch, keep):
             if unreaped:
                 # what was parked since the last reap becomes evictable once its newest
                 # tokens are written to host (the prompt usually is already): reap, then look
@@ -252,7 +252,7 @@ class PipeMaxStage:
                 unreaped = False
                 continue
             req = batch.reqs[keep[-1]]
-            if self.stock or not compat.reserve_host(self.sched, req.kv.kv_committed_len):
+            if self.stock or not compat.reserve_host(self.sched, compat.kv_len(req)):
                 if not self.stock:
                     self._host_full()
                 compat.retract_for_recompute(self.sched, batch, keep.pop(), len(keep))
@@ -271,7 +271,7 @@ class PipeMaxStage:
             parked.append(req)
             unreaped = compat.writes_pending(tc)
         if parked or retracted:
-            batch.filter_batch(keep_indices=sorted(keep))
+            compat.keep_rows(batch, sorted(keep))
             self._note_pool()
         self.stats.recomputes += len(retracted)
 
@@ -283,7 +283,7 @@ class PipeMaxStage:
                            "device and SGLang's own memory handling applies")
 
     def _finish_park(self, p: ParkedReq) -> None:
-        kv_moves.park_finish(p.req, self.sched.tree_cache)
+        kv_moves.park_finish(p.req, compat.tree_cache(self.sched))
         p.ready = True
 
     def _note_pool(self) -> None:
@@ -325,7 +325,7 @@ class PipeMaxStage:
         parked nodes still await their write-through ack (they become evictable with it) are
         the writes reaped, once, and those loads retried."""
         self.tasks = [t for t in self.tasks if t.issue_turn > self.turn]
-        tc = self.sched.tree_cache
+        tc = compat.tree_cache(self.sched)
         wanted = [(msg.target_turn, self.pool.get(rid)) for msg in due for rid in msg.rejoin]
         wanted = [(t, p) for t, p in wanted
                   if p is not None and not p.req.finished() and not compat.is_aborting(p.req)]
@@ -348,7 +348,7 @@ class PipeMaxStage:
 
     def _prefetch(self, wanted: list) -> list:
         """Prefetch (target_turn, parked) pairs; returns those the device could not take."""
-        tc = self.sched.tree_cache
+        tc = compat.tree_cache(self.sched)
         short = []
         for target, p in wanted:
             pf, lost = kv_moves.prefetch(p, tc, target)
@@ -388,7 +388,7 @@ class PipeMaxStage:
         start = time.perf_counter()
         compat.wait_load(self.sched, mark[1] if mark is not None else None)
         self.stats.prefetch_stall_s += time.perf_counter() - start
-        tc = self.sched.tree_cache
+        tc = compat.tree_cache(self.sched)
         with self._moving("rejoin"):
             for pf in ready:
                 kv_moves.release_host_lock(pf.parked, tc)
@@ -397,23 +397,21 @@ class PipeMaxStage:
         self.stats.rejoins += len(ready)
         self.stats.moved_kv_tokens += sum(pf.parked.kv_len for pf in ready)
         self.stats.rejoined_in_batch_sum += len(ready)
-        if running_batch.is_empty():
-            return nb
-        running_batch.merge_batch(nb)
-        return running_batch
+        return compat.merge_rows(running_batch, nb)
 
     def after_turn(self, mb: int, plan) -> None:
         batch = plan.batch_to_run
-        is_decode = batch is not None and batch.forward_mode.is_decode()
+        rows = compat.decode_rows(batch)
+        is_decode = rows is not None
         self.stats.turns += 1
         if is_decode:
             self.stats.decode_turns += 1
-            self.stats.effective_batch_sum += batch.batch_size()
-            self.stats.mb_rows_last[mb] = batch.batch_size()
+            self.stats.effective_batch_sum += rows
+            self.stats.mb_rows_last[mb] = rows
         if self.record is not None:
             self.record.write(json.dumps({
                 "turn": self.turn, "mb": mb, "t": round(time.monotonic(), 6),
-                "mode": None if batch is None else str(batch.forward_mode.name),
+                "mode": compat.mode_name(batch),
                 "rids": sorted(r.rid for r in batch.reqs) if batch is not None else [],
             }) + "\n")
         if self.decider is not None and not self.stock:
@@ -450,7 +448,7 @@ class PipeMaxStage:
             next_residents=compat.next_residents(plan, decode_rids),
             mb_rows=rows, mb_ctx=ctx,
             inflight_tokens=self.inflight_tokens(sum(ctx)),
-            device_tokens=compat.device_tokens(sched), waiting=len(sched.waiting_queue),
+            device_tokens=compat.device_tokens(sched), waiting=compat.waiting_count(sched),
             row_cap=compat.row_cap(sched),
             prefetching=sum(len(v) for v in self.prefetched.values()),
             prefetching_tokens=sum(pf.parked.kv_len + 1 for v in self.prefetched.values() for pf in v),
@@ -500,7 +498,7 @@ class PipeMaxStage:
     def _watch(self, mb: int, launched: bool) -> None:
         """Stage 0: pending work and no launch for watchdog_s -> every stage hands back (the
         message reaches them all at the same ingest, as plans do)."""
-        pending = bool(self.sched.waiting_queue) or self.busy()
+        pending = compat.waiting_count(self.sched) > 0 or self.busy()
         if self.watchdog.observe(time.monotonic(), launched, pending):
             self.outbox.append(PipeMaxPlan(self.turn, mb, (), (), self.turn, self.turn, handback=True))
 
@@ -513,7 +511,7 @@ class PipeMaxStage:
             logger.warning(
                 "pipemax: no progress for %.0f s with work pending (parked %d, waiting %d); handing "
                 "parked requests back to SGLang and running as stock SGLang from now on",
-                self.config.watchdog_s, len(self.pool), len(self.sched.waiting_queue))
+                self.config.watchdog_s, len(self.pool), compat.waiting_count(self.sched))
         self.stock = True
         self.tasks = []
         prefetching = [pf.parked for pfs in self.prefetched.values() for pf in pfs]
@@ -531,7 +529,7 @@ class PipeMaxStage:
         self._drop(p, None)
 
     def _drop(self, p: ParkedReq, pf: Prefetch | None) -> None:
-        tc = self.sched.tree_cache
+        tc = compat.tree_cache(self.sched)
         if pf is not None:
             kv_moves.abandon(pf, tc)
         for turn, pfs in list(self.prefetched.items()):
