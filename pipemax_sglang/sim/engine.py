@@ -8,8 +8,9 @@ at the next stage, a transfer landing. Per stage, turns run strictly in order k.
                          inside); write-through of k's new KV on s's D2H link, then
                          apply(s, k); hand k to s + 1 after the hop, or at the last stage
                          count its output tokens
-    apply(s, k)          ledger of s: release k's ring entry, apply (k + M)'s Effects,
-                         queue (k + M)'s ring allocation and prefetch on s's H2D link
+    apply(s, k)          ledger of s: release k's ring entry, apply (k + M)'s Effects
+                         (its reservation waits for its start on s), queue (k + M)'s ring
+                         allocation and prefetch on s's H2D link
     link head starts     when the link is idle and s has room (links.py)
     turn k launches on s when its activations arrived (s = 0: its members' previous
                          outputs are back) and s's scheduler has done k's moves (below)
@@ -108,6 +109,10 @@ class Engine:
         self.d2h_of = [self.d2h_links[s // group] for s in range(self.P)]
         self.turns: dict[int, Turn] = {}
         self.pending: dict[int, list[int]] = {}
+        # A turn's resident reservation lands on a stage's ledger when the turn starts there
+        # (its prompt or new tokens are written then), not when its Effects are applied after
+        # the micro-batch's previous turn: the decision runs M - 1 slots ahead of the turn.
+        self.reserve_due: list[dict[int, int]] = [{} for _ in range(self.P)]
         # Ring allocations happen in turn order on each stage (links.py): the next turn due,
         # the requests that arrived early, and whether the due one is already in a queue.
         self.alloc_next = [0] * self.P
@@ -218,10 +223,17 @@ class Engine:
                 self.stall_since[s] = self.now
             self._release_now(s, t.k)
             return
+        if not self.ledgers[s].fits(self.reserve_due[s].get(t.k, 0)):
+            # its tokens wait for room: the parks before it are freed once their write-through
+            # lands (apply), which calls this again
+            if self.stall_since[s] is None:
+                self.stall_since[s] = self.now
+            return
         if self.stall_since[s] is not None:
             self.stall_s[s] += self.now - self.stall_since[s]
             self.stall_since[s] = None
         self.cpu_wait_s[s] += max(0.0, launch - max(ready, self.free_since[s]))
+        self.ledgers[s].reserve(self.reserve_due[s].pop(t.k, 0))
         self.busy[s] = True
         if self.record:
             self.trace.append(("start", s, t.k, self.now))
@@ -285,7 +297,9 @@ class Engine:
         self._apply_to(s, k, nxt)
 
     def _apply_to(self, s: int, prev_k: int, nxt: Turn) -> None:
-        self.ledgers[s].apply(prev_k, nxt.effects)
+        self.ledgers[s].apply(prev_k, nxt.effects._replace(reserve=0))
+        if nxt.effects.reserve:
+            self.reserve_due[s][nxt.k] = nxt.effects.reserve
         nxt.applied[s] = True
         if nxt.ring > 0 or nxt.h2d > 0:      # a ring entry, or loads into reserved room
             rel = nxt.release[s] if nxt.release is not None else 0.0
@@ -321,6 +335,12 @@ class Engine:
             it.release = self.now
             self._pump(self.h2d_of[s])
 
+    def _reserved_before(self, it: Item) -> bool:
+        """A ring entry takes room only once every earlier turn on its stage has reserved its
+        own (started): a later turn's load must not take the room an earlier turn waits for."""
+        due = self.reserve_due[it.stage]
+        return not due or min(due) >= it.k
+
     def _wake(self, link: Link) -> None:
         link.wake_at = float("inf")
         self._pump(link)
@@ -331,7 +351,8 @@ class Engine:
         while not link.busy and link.queue:
             now = self.now
             for i, it in enumerate(link.queue):
-                if it.release <= now and (not it.tokens or self.ledgers[it.stage].fits(it.tokens)):
+                if it.release <= now and (not it.tokens or (self.ledgers[it.stage].fits(it.tokens)
+                                                             and self._reserved_before(it))):
                     break
             else:
                 nxt = min((x.release for x in link.queue if x.release > now), default=None)

@@ -11,9 +11,10 @@ next decision keeps as residents (`keep`). Release happens only after the turn's
 write-through has landed on host (docs/design.md invariant 3: no slot freed before its D2H copy).
 
 Invariant checked at every change: residents + ring <= D. Ring allocations cannot break
-it (they wait for room); moving tokens from a ring entry to the residents cannot either.
-Only a resident reservation (the recompute policies' decisions) could, if a scheduler's
-books were wrong: that is counted in `violations` (tests require zero), not hidden.
+it (they wait for room); moving tokens from a ring entry to the residents cannot either; a
+turn's reservation waits for room before it starts (engine.py). A change that breaks it
+anyway is a bug in a scheduler's books or the engine: counted in `violations` (tests
+require zero), not hidden.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ class StageLedger:
         self.ring_used -= entry
         self.resident += effects.keep - effects.free + effects.reserve
         self._check()
+
+    def reserve(self, tokens: int) -> None:
+        """A turn's resident reservation, when it starts on this stage (engine.py)."""
+        if tokens:
+            self.resident += tokens
+            self._check()
 
     def fits(self, tokens: int) -> bool:
         return self.resident + self.ring_used + tokens <= self.capacity

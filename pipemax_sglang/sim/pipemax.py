@@ -6,24 +6,39 @@ calls: `core.Decider` at the end of each turn, `core.admission` before SGLang's 
 this module only keeps the books and turns them into timed turns for the engine.
 
 The engine decides turn k when turn k - M (the same micro-batch's previous turn) leaves
-stage 0 (engine.py). At that point, in the live loop's order:
+stage 0 (engine.py), M - 1 slots before turn k runs. The books below are kept in decision
+order, which is the live loop's order (SGLang schedules turn k just before launching it):
 
-    1  retire k - M              its members made a token; finished ones leave
-    2  apply plan(k)             decided at turn k - M: park its decode rows (their KV leaves
-                                 the device; the host tier must have room), bring the
-                                 rejoins in (device room permitting, else they stay parked
-                                 and are candidates again): the turn loads their KV (h2d)
+    1  retire k - M              its members made a token; finished ones leave (a member
+                                 parked after its turn leaves the pool and the host)
+    2  issue the rejoins of k+1  plan(k + 1)'s rejoins take their device room now, the slot
+                                 before their turn (live: the prefetch issued at the ingest
+                                 before turn k, stage.py issue_prefetches); device room
+                                 permitting, else they stay parked and are candidates again
     3  SGLang's choice for k     a prefill of admitted requests where core.admission allows
                                  and SGLang's PrefillAdder admits (recompute.py), else a
                                  decode; a decode step that does not fit parks in
                                  core.park_order (host permitting), then SGLang retracts
-    4  plan(k + M)               Decider.decide on the turn as launched
+    4  plan(k + M)               Decider.decide on the turn as launched; its parks leave the
+                                 books at once (live: parked after the turn's forward), and
+                                 are candidates once turn k is retired
 
-Memory: a parked request's KV is off the device at once (live, it stays until evicted,
+So a streamed row holds device room from the slot before its turn until its turn is done,
+as live: the device holds every micro-batch's residents and about two turns' streams
+(core/capacity.py), not M of them.
+
+On each stage's ledger (engine.py, ledger.py) the same changes land at the stage's own
+times: a turn's rejoined KV is a ring entry, allocated when its load starts (no earlier than
+the slot before the turn, and after every earlier turn on the stage has reserved its
+tokens), released when the turn leaves except what the next decision keeps resident; a
+parked row's resident tokens are freed after its turn's write-through (Effects of turn
+k + M); a turn's own tokens are reserved when it starts, and it waits for that room (the
+books run ahead of the write-throughs that free it). Zero ledger violations is a test.
+
+Memory: a parked request's KV is off the device once parked (live, it stays until evicted,
 so a rejoin may find it there and load nothing: the simulator charges every rejoin its
-whole context, as the decider's budget does). A rejoin's load starts no earlier than the
-slot before its turn (the live issue point) and the turn waits for it to land. The
-scheduler's CPU time per move is the engine's (Machine.move_s).
+whole context, as the decider's budget does). The scheduler's CPU time per move is the
+engine's (Machine.move_s).
 """
 
 from __future__ import annotations
@@ -47,6 +62,7 @@ class _Parked:
     since: int                      # decision turn it was parked at
     arrival: int                    # park order (the decider's tie break)
     rounds: int = 0
+    ready: bool = True              # parked after its turn: a candidate once that turn retired
 
 
 class PipeMaxScheduler(RecomputeScheduler):
@@ -67,6 +83,12 @@ class PipeMaxScheduler(RecomputeScheduler):
         self.move_s = machine.move_s
         self.pool: dict[int, _Parked] = {}
         self.plans: dict[int, TurnPlan] = {}        # target turn -> the plan deciding it
+        # the ledger's view (Effects, ring): for turn k, its rejoined rows and the KV each
+        # loaded (its ring entry); resident tokens to free with turn k's Effects (rows parked
+        # after turn k - M)
+        self.ring_kv: dict[int, dict[int, int]] = {}
+        self.pending_free: dict[int, int] = {}
+        self._k = 0                                  # the turn being decided
         self.host_used = 0
         self.admit_mbs = M
         self.times: dict[int, tuple[float, ...]] = {}    # decided turns' step times
@@ -84,11 +106,15 @@ class PipeMaxScheduler(RecomputeScheduler):
     # ---- one decision --------------------------------------------------------------------
     def decide(self, k: int, now: float, prev: Turn | None) -> Turn:
         m = k % self.M
+        self._k = k
         before = self.m["parked"] + self.m["rejoined"]
         freed = self._retire(m, prev)
-        freed_parks, loaded = self._apply_plan(k, m)
-        freed += freed_parks
-        turn = self._turn(k, m, freed, loaded, now)
+        keep = self._keep(k - self.M, m)
+        freed += self.pending_free.pop(k, 0)
+        for t in (k, k + 1):
+            self._issue(t)
+        turn = self._turn(k, m, freed, now)
+        turn.effects = turn.effects._replace(keep=keep)
         turn.moves = self.m["parked"] + self.m["rejoined"] - before
         self.times[k] = turn.times
         self.times.pop(k - 2 * self.M, None)
@@ -98,30 +124,52 @@ class PipeMaxScheduler(RecomputeScheduler):
                 p.rounds += 1
         return turn
 
-    def _apply_plan(self, k: int, m: int) -> tuple[int, int]:
-        """Step 2: the plan decided for this turn. Returns (device tokens its parks freed,
-        tokens its rejoins load)."""
-        plan = self.plans.pop(k, None)
+    def _retire(self, m: int, prev: Turn | None) -> int:
+        """Step 1. Returns the resident device tokens (the ledger's) the finished freed."""
+        if prev is None:
+            return 0
+        ring = self.ring_kv.get(prev.k, {})
+        fin = self.book.retire(prev)
+        if prev.kind == DECODE:
+            for r in prev.reqs:
+                p = self.pool.get(r)
+                if p is not None:
+                    p.ready = True
+        if not fin:
+            return 0
+        freed = 0
+        for r in fin:
+            kv = int(self.book.kv[r])
+            p = self.pool.pop(r, None)
+            if p is not None:            # parked after its last turn: off the device already
+                self.host_used -= kv
+                continue
+            self.used -= kv
+            freed += 1 if r in ring else kv      # a rejoined row's context is its ring entry's
+        fs = set(fin)
+        self.running[m] = [r for r in self.running[m] if r not in fs]
+        return freed
+
+    def _keep(self, j: int, m: int) -> int:
+        """Of turn j's ring entry, the KV of the rejoined rows that stay on the device."""
+        ring = self.ring_kv.pop(j, {})
+        here = set(self.running[m])
+        return sum(kv for r, kv in ring.items() if r in here)
+
+    def _issue(self, t: int) -> None:
+        """Step 2: plan(t)'s rejoins take device room, the slot before turn t."""
+        plan = self.plans.pop(t, None)
         if plan is None:
-            return 0, 0
+            return
         if plan.admit_mbs:
             self.admit_mbs = plan.admit_mbs
         self.m["budget_bytes"] += plan.budget_bytes
         self.m["plan_bytes"] += plan.plan_bytes
-        freed = 0
-        out = {int(r) for r in plan.park}
-        if out:
-            keep = []
-            for r in self.running[m]:
-                if r in out and self._park(r, k):
-                    freed += int(self.book.kv[r])
-                else:
-                    keep.append(r)
-            self.running[m] = keep
-        loaded = 0
+        ring = self.ring_kv.setdefault(t, {})
         for rid in plan.rejoin:
             r = int(rid)
-            if r not in self.pool:
+            p = self.pool.get(r)
+            if p is None or not p.ready:
                 continue
             kv = int(self.book.kv[r])
             if self.used + kv > self.D:
@@ -131,38 +179,60 @@ class PipeMaxScheduler(RecomputeScheduler):
             self.host_used -= kv
             self.book.where[r] = RUNNING
             self.used += kv
-            self.running[m].append(r)
-            loaded += kv
+            self.running[t % self.M].append(r)
+            ring[r] = kv
             self.m["rejoined"] += 1
-        self.m["loaded_tokens"] += loaded
-        return freed, loaded
+            self.m["loaded_tokens"] += kv
 
-    def _park(self, r: int, k: int) -> bool:
-        kv = int(self.book.kv[r])
+    def _park_after_turn(self, k: int, m: int, turn: Turn, park: tuple[str, ...]) -> None:
+        """Step 4's parks: decode rows of turn k leave the books as soon as it is launched;
+        on the stages their resident tokens (a rejoined row's: the turn's new one) are freed
+        after the turn, with turn k + M's Effects; they are candidates once k is retired."""
+        if turn.kind != DECODE or not park:
+            return
+        out = {int(r) for r in park} & set(turn.reqs)
+        if not out:
+            return
+        ring = self.ring_kv.get(k, {})
+        keep = []
+        freed = 0
+        for r in self.running[m]:
+            if r in out and self._park(r, k, extra=1, ready=False):
+                freed += 1 if r in ring else int(self.book.kv[r]) + 1
+            else:
+                keep.append(r)
+        self.running[m] = keep
+        if freed:
+            self.pending_free[k + self.M] = self.pending_free.get(k + self.M, 0) + freed
+
+    def _park(self, r: int, k: int, extra: int = 0, ready: bool = True) -> bool:
+        """Book r's KV (and `extra` tokens its running turn makes) on host; False if the host
+        tier has no room."""
+        kv = int(self.book.kv[r]) + extra
         if self.host_used + kv > self.H:
             self.m["host_full"] += 1
             return False
         self.host_used += kv
         self.used -= kv
         self.book.where[r] = PARKED
-        self.pool[r] = _Parked(k, self.m["parked"])
+        self.pool[r] = _Parked(k, self.m["parked"], ready=ready)
         self.m["parked"] += 1
         self.m["max_parked"] = max(self.m["max_parked"], len(self.pool))
         self.m["max_host_tokens"] = max(self.m["max_host_tokens"], self.host_used)
         return True
 
-    def _turn(self, k: int, m: int, freed: int, loaded: int, now: float) -> Turn:
+    def _turn(self, k: int, m: int, freed: int, now: float) -> Turn:
         """Step 3: SGLang's choice for turn k, with PipeMax's admission rule and parks."""
         if self.waiting and self._admissible(k, m):
             ids = self._admit(m)
             if ids:
                 turn = self._prefill(k, m, ids, freed)
-                return self._with_load(turn, loaded, k, now)
+                return self._with_load(turn, k, now)
         reqs = self.running[m]
         if reqs and self.used + len(reqs) > self.D:
             freed += self._make_room(k, m)
         turn = self._decode(k, m, freed)
-        return self._with_load(turn, loaded, k, now)
+        return self._with_load(turn, k, now)
 
     def _admissible(self, k: int, m: int) -> bool:
         rule = admission(AdmissionView(
@@ -176,9 +246,11 @@ class PipeMaxScheduler(RecomputeScheduler):
 
     def _make_room(self, k: int, m: int) -> int:
         """A decode step that does not fit: park in core.park_order while the host has room;
-        what still does not fit, SGLang retracts (recompute.py)."""
+        what still does not fit, SGLang retracts (recompute.py). Returns the resident tokens
+        (the ledger's) freed: a row rejoined for this turn leaves its ring entry instead."""
         book = self.book
         reqs = self.running[m]
+        ring = self.ring_kv.get(k, {})
         left = [int(min(book.out[r] - book.gen[r], CLIP_MAX_NEW)) for r in reqs]
         sglang = sorted(range(len(reqs)), key=lambda i: (int(book.gen[reqs[i]]),
                                                           -int(book.prompt[reqs[i]]), -reqs[i]),
@@ -188,22 +260,35 @@ class PipeMaxScheduler(RecomputeScheduler):
         gone = set()
         while keep and self.used + len(keep) > self.D:
             i = keep[-1]
-            if not self._park(reqs[i], k):
+            r = reqs[i]
+            if not self._park(r, k):
                 break
             keep.pop()
             gone.add(i)
-            freed += int(book.kv[reqs[i]])
+            freed += int(book.kv[r]) if ring.pop(r, None) is None else 0
         self.running[m] = [r for i, r in enumerate(reqs) if i not in gone]
         if self.running[m] and self.used + len(self.running[m]) > self.D:
             freed += self._retract(m)
         return freed
 
-    def _with_load(self, turn: Turn, loaded: int, k: int, now: float) -> Turn:
-        """The rejoins' KV: reserved on every stage with the turn's own tokens, loaded over
-        the H2D link no earlier than the slot before the turn (the live issue point)."""
+    def _retract(self, m: int) -> int:
+        """SGLang's retraction (recompute.py); returns the resident tokens (the ledger's) it
+        freed: a row rejoined for this turn leaves its ring entry instead."""
+        ring = self.ring_kv.get(self._k, {})
+        before = {r: int(self.book.kv[r]) for r in self.running[m]}
+        super()._retract(m)
+        freed = 0
+        for r in set(before) - set(self.running[m]):
+            freed += before[r] if ring.pop(r, None) is None else 0
+        return freed
+
+    def _with_load(self, turn: Turn, k: int, now: float) -> Turn:
+        """The rejoins' KV: turn k's ring entry on every stage, loaded over the H2D link no
+        earlier than the slot before the turn (the live issue point)."""
+        loaded = sum(self.ring_kv.get(k, {}).values())
         if not loaded:
             return turn
-        turn.effects = turn.effects._replace(reserve=turn.effects.reserve + loaded)
+        turn.ring = loaded
         turn.h2d = loaded
         ahead = sum(self.times[j][0] for j in range(k - self.M + 1, k - 1) if j in self.times)
         turn.release = (now + ahead,) * self.P
@@ -218,7 +303,8 @@ class PipeMaxScheduler(RecomputeScheduler):
                     for j, x in enumerate(self.running))
         residents = tuple(int(book.kv[r]) for r in self.running[m] if r not in set(decode))
         planned = {rid for p in self.plans.values() for rid in p.rejoin}
-        pool = [PoolEntry(str(r), int(book.kv[r]), p.rounds, p.arrival) for r, p in self.pool.items()]
+        pool = [PoolEntry(str(r), int(book.kv[r]), p.rounds, p.arrival)
+                for r, p in self.pool.items() if p.ready]
         view = TurnView(
             turn=k, mb=m, num_mbs=self.M, decode_rids=tuple(str(r) for r in decode),
             next_residents=residents, mb_rows=rows, mb_ctx=ctx,
@@ -230,6 +316,7 @@ class PipeMaxScheduler(RecomputeScheduler):
         self.m["selector_s"] += perf_counter() - t0
         if turn.kind == DECODE:
             self.decider.observe_step(turn.rows, turn.sum_ctx, max(turn.times))
+        self._park_after_turn(k, m, turn, plan.park)
         if plan.park or plan.rejoin or plan.admit_mbs != self.admit_mbs:
             self.plans[plan.target_turn] = plan
 
