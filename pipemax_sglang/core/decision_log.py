@@ -7,7 +7,7 @@ link timeline its own decisions advance):
     {"call": "init",    "config": {...}, "kv_bytes_per_token", "num_stages",
                         "link_bytes_per_s", "moves_serialize"}
     {"call": "decide",  "view": {...TurnView}, "pool": [[rid, kv_len, rounds, arrival]...],
-                        "planned": [rid...], "plan": {...TurnPlan}}
+                        "planned": {rid: target turn...}, "plan": {...TurnPlan}}
     {"call": "observe", "rows", "sum_context", "seconds"}
 
 Floats survive the round trip exactly (json writes repr). Written by sglang/stage.py with
@@ -19,7 +19,7 @@ from __future__ import annotations
 import gzip
 import json
 from dataclasses import asdict, fields
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from .decider import Decider, DeciderConfig, PoolEntry, TurnPlan, TurnView
 
@@ -32,11 +32,18 @@ def init_line(decider: Decider) -> str:
                        "moves_serialize": decider.moves_serialize})
 
 
-def decide_line(view: TurnView, pool: Iterable[PoolEntry], planned: Iterable[str],
-                plan: TurnPlan) -> str:
+def decide_line(view: TurnView, pool: Iterable[PoolEntry],
+                planned: Iterable[str] | Mapping[str, int], plan: TurnPlan) -> str:
+    """`planned` as the decider got it: rid -> target turn (a JSON object), or bare ids (a
+    list: logs from before targets were known)."""
+    ids = (dict(sorted(planned.items())) if isinstance(planned, Mapping) else sorted(planned))
     return json.dumps({"call": "decide", "view": asdict(view),
                        "pool": [[p.rid, p.kv_len, p.rounds_waited, p.arrival] for p in pool],
-                       "planned": sorted(planned), "plan": asdict(plan)})
+                       "planned": ids, "plan": asdict(plan)})
+
+
+def planned_of(v: dict | list) -> dict[str, int] | set[str]:
+    return dict(v) if isinstance(v, dict) else set(v)
 
 
 def observe_line(rows: int, sum_context: int, seconds: float) -> str:
@@ -48,8 +55,10 @@ def _tuples(cls, d: dict[str, Any]):
     """A frozen dataclass from its asdict(): JSON lists back to the tuples it holds."""
     kw = {}
     for f in fields(cls):
+        if f.name not in d:         # a field newer than the log: its default
+            continue
         v = d[f.name]
-        kw[f.name] = tuple(v) if isinstance(v, list) else v
+        kw[f.name] = tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
     return cls(**kw)
 
 

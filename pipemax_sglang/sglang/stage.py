@@ -452,10 +452,12 @@ class PipeMaxStage:
             row_cap=compat.row_cap(sched),
             prefetching=sum(len(v) for v in self.prefetched.values()),
             prefetching_tokens=sum(pf.parked.kv_len + 1 for v in self.prefetched.values() for pf in v),
+            prefetch_targets=tuple(sorted((t, sum(pf.parked.kv_len + 1 for pf in v))
+                                          for t, v in self.prefetched.items() if v)),
             decode_ctx=compat.contexts(decode_reqs),
             move_s=self.move_s(), now=time.monotonic(),
         )
-        planned = {rid for t in self.tasks for rid in t.rejoin}
+        planned = {rid: t.target_turn for t in self.tasks for rid in t.rejoin}
         pool = [PoolEntry(p.rid, p.kv_len, p.rounds_waited, p.arrival) for p in self.pool.values()
                 if p.rid not in decode_rids]
         msg = self.decider.decide(view, pool, planned)

@@ -298,11 +298,17 @@ class PipeMaxScheduler(RecomputeScheduler):
     def _plan_next(self, k: int, m: int, turn: Turn, now: float) -> None:
         book = self.book
         decode = list(turn.reqs) if turn.kind == DECODE else []
-        rows = tuple(len(x) for x in self.running)
+        # turn k + 1's rejoins were issued (step 2): live, they are prefetching, not yet in
+        # their micro-batch's running batch, and the view shows them so
+        pre = {r: int(book.kv[r]) for r in self.ring_kv.get(k + 1, {})
+               if r in set(self.running[(k + 1) % self.M])}
+        running = [x if j != (k + 1) % self.M or not pre else [r for r in x if r not in pre]
+                   for j, x in enumerate(self.running)]
+        rows = tuple(len(x) for x in running)
         ctx = tuple(int(book.kv[x].sum()) + (len(x) if j == m and decode else 0)
-                    for j, x in enumerate(self.running))
-        residents = tuple(int(book.kv[r]) for r in self.running[m] if r not in set(decode))
-        planned = {rid for p in self.plans.values() for rid in p.rejoin}
+                    for j, x in enumerate(running))
+        residents = tuple(int(book.kv[r]) for r in running[m] if r not in set(decode))
+        planned = {rid: t for t, p in self.plans.items() for rid in p.rejoin}
         pool = [PoolEntry(str(r), int(book.kv[r]), p.rounds, p.arrival)
                 for r, p in self.pool.items() if p.ready]
         view = TurnView(
@@ -310,7 +316,9 @@ class PipeMaxScheduler(RecomputeScheduler):
             next_residents=residents, mb_rows=rows, mb_ctx=ctx,
             inflight_tokens=self.used + self.host_used, device_tokens=self.D,
             waiting=len(self.waiting), row_cap=self.row_cap,
-            decode_ctx=tuple(int(book.kv[r]) + 1 for r in decode), move_s=self.move_s, now=now)
+            decode_ctx=tuple(int(book.kv[r]) + 1 for r in decode), move_s=self.move_s, now=now,
+            prefetching=len(pre), prefetching_tokens=sum(pre.values()) + len(pre),
+            prefetch_targets=((k + 1, sum(pre.values()) + len(pre)),) if pre else ())
         t0 = perf_counter()
         plan = self.decider.decide(view, pool, planned)
         self.m["selector_s"] += perf_counter() - t0

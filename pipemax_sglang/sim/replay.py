@@ -32,7 +32,7 @@ def replay(path: str) -> tuple[list[TurnPlan], list[TurnPlan]]:
         elif call == "decide":
             recorded.append(log.plan_of(rec["plan"]))
             replayed.append(decider.decide(log.view_of(rec["view"]), log.pool_of(rec["pool"]),
-                                           set(rec["planned"])))
+                                           log.planned_of(rec["planned"])))
         else:
             raise ValueError(f"{path}: unknown call {call!r}")
     return recorded, replayed

@@ -211,3 +211,37 @@ def test_the_shortlist_keeps_the_aged_first_then_the_best_value_per_token():
     # under the cap, or with no cap, every candidate is shown unchanged
     assert d.shortlist(fresh[:8]) == fresh[:8]
     assert Decider(DeciderConfig(max_candidates=None), 2048, 2, None).shortlist(fresh + aged) == fresh + aged
+
+
+def test_only_rejoins_near_the_target_turn_hold_its_device_room():
+    """Turn T = turn + M's stream shares the device with T - 1's (computing while T's loads)
+    and T + 1's; rejoins planned for T - 2 and earlier have left when T's load starts, so
+    they must not shrink its room (counting all M - 1 plans in flight held a pp 8 stream to
+    ~D / 8). Targets unknown (a bare set, a view without them), every plan still counts."""
+    M = 8
+
+    def decider():      # a link that brings back ~2,000 tokens a slot: residents stay
+        return Decider(DeciderConfig(stream="always"), kv_bytes_per_token=1024, num_stages=8,
+                       link_bytes_per_s=1e9)
+
+    d = decider()
+    view = TurnView(turn=80, mb=0, num_mbs=M, decode_rids=("d0",), next_residents=(),
+                    mb_rows=(1,) + (10,) * (M - 1), mb_ctx=(500,) + (1000,) * (M - 1),
+                    inflight_tokens=200_000, device_tokens=40_000, waiting=1, row_cap=1024,
+                    decode_ctx=(501,), prefetching=10, prefetching_tokens=10 * 1001,
+                    prefetch_targets=((81, 10 * 1001),))
+    pool = [PoolEntry(f"r{i}", 1000, 0, i) for i in range(200)]
+    early = {f"r{i}": 82 + i // 10 for i in range(50)}          # targets 82..86: T - 6 .. T - 2
+    near = {f"r{i}": 87 for i in range(50, 60)}                 # T - 1 = 87
+    assert d.committed(view, pool, early) == 0
+    assert d.committed(view, pool, {**early, **near}) == 10 * 1001
+    # the prefetched rows (target 81) run and park before T - 1 starts
+    assert d.committed(view, pool, set(early) | set(near)) == 60 * 1001
+    untimed = replace(view, prefetch_targets=())
+    assert d.committed(untimed, pool, set(early) | set(near)) == 70 * 1001
+    assert d.resident_room(view, 2e-3) > 0
+    timed = d.decide(view, pool, {**early, **near})
+    blind = decider().decide(untimed, pool, set(early) | set(near))
+    assert len(timed.rejoin) > len(blind.rejoin)
+    taken = sum(p.kv_len + 1 for p in pool if p.rid in timed.rejoin)
+    assert taken <= d.turn_share(view)                       # one turn's share at most
