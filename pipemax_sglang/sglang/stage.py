@@ -4,10 +4,13 @@ The scheduler subclass (scheduler.py) calls it at five points of SGLang's loop; 
 call them at the same points, so all hold the same batches:
 
     ingest i      on_plan(msg)         park msg.park (forward done), note msg.rejoin
-                  issue_prefetches(i)  prefetches due now: match, load back, lock
+                  issue_prefetches()   overdue prefetches only (their slot launched nothing)
     turn i        before_turn(i)       fence on this turn's prefetches; rejoin; merge
-                  ... SGLang builds and launches the batch ...
+                  ... SGLang builds the batch ...
                   after_turn(i)        record composition; stage 0 decides -> outbox
+    launch i      issue_prefetches(at_launch=True)
+                                       turn i + 1's prefetches: match, load back, lock;
+                                       they run beside turn i's forward
     result        after_result(batch)  parked requests whose result is in: free their rows
     release hook  on_release(req)      a parked request finished: clean up instead
 
@@ -311,8 +314,19 @@ class PipeMaxStage:
                 hits.append(p.req)
         return hits
 
-    def issue_prefetches(self) -> None:
-        due = [t for t in self.tasks if t.issue_turn <= self.turn]
+    def issue_prefetches(self, at_launch: bool = False) -> None:
+        """Start the loads that are due. At a launch (run_batch, just before turn i's
+        forward; after_turn has already counted turn i, so self.turn is i + 1): those issued
+        for the slot of turn i, so that turn i + 1's loads run beside turn i's forward, not
+        beside the scheduler's own work before it (at the ingest, on a CPU, most of a load
+        ended before the forward began: 5% of load time overlapped a forward). At an ingest:
+        only loads whose target turn has come without their slot's launch (a slot with
+        nothing to run launches nothing), so a plan is never left behind its turn. With
+        M = 1 a plan's slot is its own turn: its loads are issued at that turn's ingest."""
+        if at_launch:
+            due = [t for t in self.tasks if t.issue_turn <= self.turn - 1]
+        else:
+            due = [t for t in self.tasks if t.target_turn <= self.turn]
         if not due:
             return
         with self._moving("issue"):
@@ -324,7 +338,8 @@ class PipeMaxStage:
         wait on. Nothing here waits for a write: only when a load finds no device room while
         parked nodes still await their write-through ack (they become evictable with it) are
         the writes reaped, once, and those loads retried."""
-        self.tasks = [t for t in self.tasks if t.issue_turn > self.turn]
+        ids = {id(t) for t in due}
+        self.tasks = [t for t in self.tasks if id(t) not in ids]
         tc = compat.tree_cache(self.sched)
         wanted = [(msg.target_turn, self.pool.get(rid)) for msg in due for rid in msg.rejoin]
         wanted = [(t, p) for t, p in wanted

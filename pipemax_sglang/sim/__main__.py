@@ -36,11 +36,17 @@ def add_machine_args(p: argparse.ArgumentParser) -> None:
                    help="GPUs sharing one PCIe switch uplink (1: a link each)")
     p.add_argument("--uplink-gbps", type=float, default=None,
                    help="switch uplink GB/s per direction (default: the GPU's link)")
+    p.add_argument("--move-us", type=float, default=None,
+                   help="the scheduler's CPU time per park or rejoin, microseconds "
+                        f"(default {Machine.move_s * 1e6:.0f}: our measurement, sim/machine.py)")
 
 
 def machine_from(a: argparse.Namespace) -> Machine:
+    if a.move_us is not None and a.move_us < 0:
+        raise SystemExit("--move-us must be >= 0")
+    extra = {"move_s": a.move_us * 1e-6} if a.move_us is not None else {}
     return Machine.named(a.gpu, num_gpus=a.gpus, host_mem_gb=a.host_gb,
-                         gpus_per_switch=a.gpus_per_switch, uplink_gbps=a.uplink_gbps)
+                         gpus_per_switch=a.gpus_per_switch, uplink_gbps=a.uplink_gbps, **extra)
 
 
 def gain_fraction(results: list[SimResult]) -> str | None:
