@@ -10,14 +10,15 @@ Families (a replica is tp x pp GPUs; the rest of the server runs replicas, data 
     td-pipe   TD-Pipe's phases and work stealing on a pipeline, no offload (sim/tdpipe.py):
               pp = G, G/2, M = P
     pipemax   PipeMax, a staged search (each stage keeps the best so far):
-                1. layout        tp 1 x pp G, G/2, G/4 and tp 2 x pp G/2, G/4; M = P
+                1. layout        tp 1 x pp G, G/2, G/4, tp 2 x pp G/2, G/4 and tp 4 x
+                                 pp G/4; M = P
                 2. micro-batches M in {P + 1, 1.25P, 1.5P, 2P}: more in flight against
                                  more weight reads a cycle (docs/design.md: M R + 2 C <= D)
                 3. budget margin {0.05, 0.2}: budget used against stalls when slots run long
                 4. row cap       1.25 x the mean rows of a turn
 
 `quick` keeps the first setting of each family (tp G; hybrids, pp and TD-Pipe at M = P;
-PipeMax at tp 1 x pp G and tp 2 x pp G/2, M = P): a projection in minutes, not hours. A simulated PipeMax
+PipeMax at tp 1 x pp G, tp 2 x pp G/2 and tp 4 x pp G/4, M = P): a projection in minutes, not hours. A simulated PipeMax
 decision costs milliseconds and a run has one per turn (the drain of a batch alone is
 thousands: its longest request takes a cycle of M turns a token), so PipeMax's runs are
 most of the time.
@@ -132,9 +133,12 @@ def plan(model: ModelShape, machine: Machine, work: Workload, os_reserve_gb: flo
         return b if b is not None and b.tok_s > a.tok_s else a
 
     # ---- PipeMax ------------------------------------------------------------------
-    layouts = [(1, G), (2, G // 2)] if quick else (
+    # tp 4 x pp G/4 as well: where a hybrid at M = P = 2 is the best stock setting,
+    # PipeMax there runs as stock (at M <= 2 nothing streams) and so never loses to it
+    layouts = [(t, G // t) for t in (1, 2, 4) if G % t == 0 and G // t >= 2] if quick else (
         [(1, p) for p in sorted(_divisors(G), reverse=True) if 2 <= p and p >= G // 4]
-        + [(2, p) for p in sorted(_divisors(G // 2), reverse=True) if 2 <= p and p >= G // 8])
+        + [(2, p) for p in sorted(_divisors(G // 2), reverse=True) if 2 <= p and p >= G // 8]
+        + ([(4, G // 4)] if G % 4 == 0 and G // 4 >= 2 else []))
     best = None
     for tp, pp in layouts:
         best = better(best, run("pipemax", "layout", tp, pp, pp))

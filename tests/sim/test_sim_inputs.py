@@ -78,7 +78,10 @@ def test_the_planner_searches_and_recommends_a_runnable_setting():
     assert b.family == "pipemax" and b.micro_batches >= b.pp and pl.row_cap >= 1
     assert b.result.tok_s == max(c.result.tok_s for c in pm)
     assert {c.stage for c in pm} >= {"layout", "M", "margin", "cap"}
-    assert {(c.tp, c.pp) for c in pm} >= {(1, 8), (2, 4)}      # pp 4 alone does not fit
+    assert {(c.tp, c.pp) for c in pm} >= {(1, 8), (2, 4), (4, 2)}   # pp 4 alone does not fit
+    # where stock runs best as a hybrid at M = P = 2, PipeMax there is stock (nothing streams)
+    pm42 = next(c for c in pm if (c.tp, c.pp, c.micro_batches) == (4, 2, 2))
+    assert pm42.result.rejoined == 0
     # 4 GB left for KV, whole-model KV 16 KiB a token: 244,140 tokens; a stage holds 1/pp.
     assert pl.host_kv_tokens == int(4e9 / b.result.replicas // TINY_MODEL.kv_bytes_per_token)
     assert pl.host_kv_gb_per_stage == pytest.approx(
@@ -106,3 +109,18 @@ def test_the_cli_runs_one_configuration(capsys, tmp_path):
     res = json.loads(out.read_text())
     assert [r["policy"] for r in res] == ["pp", "pipemax"]
     assert all(r["output_tokens"] == res[0]["output_tokens"] for r in res)
+
+
+def test_the_cli_takes_the_price_of_a_move(capsys):
+    from pathlib import Path
+
+    from pipemax_sglang.sim.__main__ import machine_from, main
+    import argparse
+    cfg = str(Path(__file__).parent / "fixtures" / "tiny_config")
+    args = ["--model", cfg, "--gpu", "l40", "--gpus", "2", "--requests", "30", "--policy", "pipemax"]
+    assert main(args + ["--move-us", "50"]) == 0
+    ns = argparse.Namespace(gpu="l40", gpus=2, host_gb=64.0, gpus_per_switch=1, uplink_gbps=None,
+                            move_us=50.0)
+    assert machine_from(ns).move_s == pytest.approx(50e-6)
+    with pytest.raises(SystemExit):
+        main(args + ["--move-us", "-1"])
