@@ -61,9 +61,9 @@ SEAMS: tuple[Seam, ...] = (
     # ---- the scheduler subclass: SGLang calls these by name -------------------------------
     Seam(f"{SCHED}.init_request_dispatcher", "override", "add the dispatch of relayed plans", "scheduler.py", PARK),
     Seam(f"{SCHED}._poll_timeout_aborts", "override", "stage 0's plans ride the list of aborts it relays down the pipeline", "scheduler.py", PARK),
-    Seam(f"{SCHED}.ingest_requests", "override", "apply relayed plans (parks, prefetches) where every stage ingests", "scheduler.py, stage.py", PARK),
+    Seam(f"{SCHED}.ingest_requests", "override", "apply relayed plans (parks; overdue prefetches) where every stage ingests", "scheduler.py, stage.py", PARK),
     Seam(f"{SCHED}.get_next_batch_to_run", "override", "merge rejoins before SGLang builds a batch; decide after", "scheduler.py, stage.py", PARK, ("running_batch", "last_batch")),
-    Seam(f"{SCHED}.run_batch", "override", "time each forward (the decider's step-cost model)", "scheduler.py", PARK, ("batch",)),
+    Seam(f"{SCHED}.run_batch", "override", "issue the next turn's prefetches just before the forward; time each forward (the decider's step-cost model)", "scheduler.py", PARK, ("batch",)),
     Seam(f"{SCHED}._pp_launch_batch", "override", "record the launch (fences order parks after it on CUDA)", "scheduler.py", PARK, ("mb_id",)),
     Seam(f"{SCHED}._pp_process_batch_result", "override", "free a parked request's row once its in-flight result is in", "scheduler.py, stage.py", PARK, ("batch", "output_result")),
     Seam(f"{SCHED}.update_running_batch", "override", "park in core.park_order where a decode step does not fit, before SGLang retracts", "scheduler.py, stage.py", "tests/load/test_soak.py", ("batch",)),
