@@ -96,3 +96,40 @@ def test_with_nothing_to_move_stage_0_skips_the_decision():
     assert stage._decision_is_noop()
     stage.pool = {"r": _parked("r", 10)}                  # someone to bring back
     assert not stage._decision_is_noop()
+
+
+def _plan(target: int, issue: int):
+    return SimpleNamespace(target_turn=target, issue_turn=issue, rejoin=("x",))
+
+
+def _issuing_stage(turn: int, tasks):
+    stage = PipeMaxStage.__new__(PipeMaxStage)
+    stage.stats = PipeMaxStats()
+    stage.turn = turn
+    stage.tasks = list(tasks)
+    issued = []
+    stage._issue = lambda due: (issued.extend(due),
+                                setattr(stage, "tasks", [t for t in stage.tasks if t not in due]))
+    return stage, issued
+
+
+def test_prefetches_go_out_at_the_launch_of_the_turn_before_their_own():
+    # after_turn(i) has counted turn i, so at its launch self.turn is i + 1: the loads for
+    # i + 1 (issue_turn i) go out there, beside turn i's forward; i + 2's wait
+    i = 20
+    next_one, later = _plan(i + 1, i), _plan(i + 2, i + 1)
+    stage, issued = _issuing_stage(i, [next_one, later])
+    stage.issue_prefetches()                        # ingest of turn i: nothing is overdue
+    assert issued == []
+    stage.turn = i + 1
+    stage.issue_prefetches(at_launch=True)          # launch of turn i
+    assert issued == [next_one] and stage.tasks == [later]
+
+
+def test_a_slot_that_launched_nothing_leaves_no_plan_behind_its_turn():
+    # turn i had nothing to run (no launch): at the ingest of i + 1 its loads are overdue
+    i = 20
+    plan = _plan(i + 1, i)
+    stage, issued = _issuing_stage(i + 1, [plan])
+    stage.issue_prefetches()
+    assert issued == [plan] and stage.tasks == []
