@@ -301,9 +301,10 @@ class PipeMaxScheduler(RecomputeScheduler):
         # turn k + 1's rejoins were issued (step 2): live, they are prefetching, not yet in
         # their micro-batch's running batch, and the view shows them so (M = 1: that
         # micro-batch is this one, and they ran in turn k's decode)
-        pre = {r: int(book.kv[r]) for r in self.ring_kv.get(k + 1, {})
-               if r in set(self.running[(k + 1) % self.M])} if self.M > 1 else {}
-        running = [x if j != (k + 1) % self.M or not pre else [r for r in x if r not in pre]
+        nxt = (k + 1) % self.M
+        there = set(self.running[nxt]) if self.M > 1 else set()
+        pre = {r: int(book.kv[r]) for r in self.ring_kv.get(k + 1, {}) if r in there}
+        running = [[r for r in x if r not in pre] if j == nxt and pre else x
                    for j, x in enumerate(self.running)]
         rows = tuple(len(x) for x in running)
         ctx = tuple(int(book.kv[x].sum()) + (len(x) if j == m and decode else 0)
