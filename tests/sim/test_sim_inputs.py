@@ -111,11 +111,11 @@ def test_the_cli_runs_one_configuration(capsys, tmp_path):
     assert all(r["output_tokens"] == res[0]["output_tokens"] for r in res)
 
 
-def test_the_cli_takes_the_price_of_a_move(capsys):
+def test_the_cli_takes_the_price_of_a_move():
+    import argparse
     from pathlib import Path
 
     from pipemax_sglang.sim.__main__ import machine_from, main
-    import argparse
     cfg = str(Path(__file__).parent / "fixtures" / "tiny_config")
     args = ["--model", cfg, "--gpu", "l40", "--gpus", "2", "--requests", "30", "--policy", "pipemax"]
     assert main(args + ["--move-us", "50"]) == 0
