@@ -110,6 +110,13 @@ def stats_of(result: dict) -> dict:
             "kv_move_ms": max(s.get("kv_move_ms", 0.0) for s in stages)}
 
 
+def own_share(result: dict) -> float:
+    """PipeMax's own scheduler time (its hooks, moves included: stats own_s) over the run's
+    wall time, the busiest stage's: the direct part of what PipeMax costs where it moves
+    nothing, measured inside one run (a ratio of two runs on this shared machine is noisy)."""
+    return max((s["pipemax"].get("own_s", 0.0) for s in result["stages"]), default=0.0) / result["wall_s"]
+
+
 def median_run(runs: list[dict]) -> dict:
     """The run with the median throughput (the lower middle of an even count)."""
     return sorted(runs, key=lambda r: r["tok_s"])[(len(runs) - 1) // 2]
@@ -224,7 +231,8 @@ def main() -> None:
         for mine, theirs in (("pipemax", "stock"), ("pipemax_ample", "ceiling")):
             if all(stats_of(x).get("parks", 0) == 0 for x in runs[d][mine]):
                 harm.append({"micro_batches": mbs[d], "kv": "cap" if mine == "pipemax" else "ample",
-                             "ratio": paired(d, mine, theirs)})
+                             "ratio": paired(d, mine, theirs),
+                             "own_share": statistics.median(own_share(x) for x in runs[d][mine])})
     by_m = [{"micro_batches": mbs[d], **{f"{k}_tok_s": med[d][k]["tok_s"] for k in kinds},
              "pipemax_vs_stock": paired(d, "pipemax", "stock"),
              "pipemax_vs_ceiling": paired(d, "pipemax", "ceiling"),
@@ -253,6 +261,7 @@ def main() -> None:
         "pipemax_vs_best_stock": pm_best / best_stock,
         "pipemax_vs_best_ceiling": pm_best / best_ceiling,
         "no_harm_min": min((h["ratio"] for h in harm), default=None), "no_harm": harm,
+        "own_share_max": max((h["own_share"] for h in harm), default=None),
         "overlap_fraction": overlap_s / load_s if load_s > 0 else None,
         "unwaited_fraction": 1.0 - wait_s / busy_s if busy_s > 0 else None,
         "load_s": busy_s, "load_wait_s": wait_s, "by_m": by_m,
@@ -296,11 +305,13 @@ def main() -> None:
               + "pipemax/stock by round: " + ", ".join(f"{f:.2f}" for f in rr)
               + f" (median {record['round_ratio_median']:.2f})", flush=True)
     nh = record["no_harm_min"]
+    osm = record["own_share_max"]
     ov = record["overlap_fraction"]
     uw = record["unwaited_fraction"]
     print(f"bench_offline: best stock {best_stock:.1f} tok/s (M={best_stock_m}), best ceiling {best_ceiling:.1f} "
           f"(M={best_ceiling_m}), pipemax best {pm_best:.1f} (M={pm_best_m}): {record['pipemax_vs_best_stock']:.2f}x "
-          f"the best stock; no harm min {'-' if nh is None else f'{nh:.2f}'}; overlap with a forward "
+          f"the best stock; no harm min {'-' if nh is None else f'{nh:.2f}'} (PipeMax's own time "
+          f"{'-' if osm is None else f'{100 * osm:.1f}%'} of a stage there); overlap with a forward "
           f"{'-' if ov is None else f'{ov:.2f}'}, loads not waited for "
           f"{'-' if uw is None else f'{uw:.2f}'}; recomputes {record['recomputes_max']}; identical {identical}",
           flush=True)

@@ -32,8 +32,9 @@ def test_a_batch_reports_at_once_then_every_interval_and_once_idle(fake):
     s, clock = fake
     s.publish()                                       # work arrives: report at once
     assert s.reports == [(100.0, False)]
-    for step in range(1, 40):                         # a batch of ~1 s: turns every 25 ms,
-        clock[0] = 100.0 + 0.025 * step               # a "fully idle" moment between them
+    turns = int(1.6 * STATUS_EVERY_S / 0.025)         # a batch of 1.6 intervals: turns every
+    for step in range(1, turns):                      # 25 ms, a "fully idle" moment between them
+        clock[0] = 100.0 + 0.025 * step
         s.pipemax.turn = step
         s.publish(idle=True)
         s.publish()

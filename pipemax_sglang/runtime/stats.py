@@ -16,6 +16,7 @@ class PipeMaxStats:
     d2h_bytes: int = 0             # KV newly written device -> host when parking
     prefetch_stall_s: float = 0.0  # time a turn waited for its prefetch to land
     kv_move_s: float = 0.0         # scheduler time spent parking, issuing prefetches, rejoining
+    own_s: float = 0.0             # scheduler time in PipeMax's hooks, moves included (do no harm)
     move_phase_s: dict = field(default_factory=dict)   # kv_move_s by phase: park, issue, rejoin
     moved_kv_tokens: int = 0       # context tokens of every request parked or rejoined
     prefetch_deferred: int = 0     # planned rejoins that could not be brought back in time

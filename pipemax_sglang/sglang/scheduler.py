@@ -34,7 +34,7 @@ from pipemax_sglang.sglang.messages import PipeMaxPlan
 from pipemax_sglang.sglang.metrics import PipeMaxMetrics
 from pipemax_sglang.sglang.stage import PipeMaxStage
 
-STATUS_EVERY_S = 0.5
+STATUS_EVERY_S = 2.0    # a busy report costs ~1.7 ms (py-spy/own_s); Prometheus scrapes every 15 s
 IDLE_SETTLE_S = 0.1
 
 
@@ -116,38 +116,56 @@ class PipeMaxScheduler(Scheduler):
         self._request_dispatcher += TypeBasedDispatcher([(PipeMaxPlan, self._pipemax_on_plan)])
 
     def _pipemax_on_plan(self, msg: PipeMaxPlan):
+        t0 = time.perf_counter()
         self.pipemax.on_plan(msg)
+        self._pipemax_own(t0)
 
     def _poll_timeout_aborts(self):
         out = super()._poll_timeout_aborts()
         if self.pipemax is not None:
+            t0 = time.perf_counter()
             out = list(out) + self.pipemax.drain_outbox()
+            self._pipemax_own(t0)
         return out
 
     def ingest_requests(self, *args, **kwargs):
         recv = super().ingest_requests(*args, **kwargs)
         if self.pipemax is not None:
+            t0 = time.perf_counter()
             for req in self.pipemax.reap_aborted():
                 compat.send_abort(self, req, None)
             self.pipemax.issue_prefetches()
+            self._pipemax_own(t0)
         return recv
+
+    def _pipemax_own(self, since: float) -> None:
+        """Charge the time since `since` to PipeMax's own scheduler time (stats.own_s: the
+        do-no-harm meter, moves included)."""
+        self.pipemax.stats.own_s += time.perf_counter() - since
 
     # ---- the turn ------------------------------------------------------------------------
     def get_next_batch_to_run(self, running_batch, last_batch):
         stage = self.pipemax
+        t0 = time.perf_counter()
         mb = stage.turn % stage.M
         running_batch = stage.before_turn(running_batch)
+        t1 = time.perf_counter()
         plan = super().get_next_batch_to_run(running_batch=running_batch, last_batch=last_batch)
+        t2 = time.perf_counter()
         stage.after_turn(mb, plan)
         if plan.batch_to_run is not None or stage.busy():
             self.pipemax_publish()
+        self._pipemax_own(t0 + (t2 - t1))
         return plan
 
     def run_batch(self, batch, *args, **kwargs):
+        t0 = time.perf_counter()
         self.pipemax.issue_prefetches(at_launch=True)
         start = time.perf_counter()
         result = super().run_batch(batch, *args, **kwargs)
-        self.pipemax.observe_step(batch, start, time.perf_counter() - start)
+        end = time.perf_counter()
+        self.pipemax.observe_step(batch, start, end - start)
+        self._pipemax_own(t0 + (end - start))
         return result
 
     def _pp_launch_batch(self, mb_id, *args, **kwargs):
@@ -157,11 +175,15 @@ class PipeMaxScheduler(Scheduler):
 
     def _pp_process_batch_result(self, batch, output_result):
         super()._pp_process_batch_result(batch, output_result)
+        t0 = time.perf_counter()
         self.pipemax.after_result(batch)
         compat.settle_snapshot(batch)
+        self._pipemax_own(t0)
 
     def update_running_batch(self, batch):
+        t0 = time.perf_counter()
         self.pipemax.make_decode_room(batch)
+        self._pipemax_own(t0)
         before = len(self.waiting_queue)
         out = super().update_running_batch(batch)
         # retract_decode puts requests back in the waiting queue: SGLang's recompute path
@@ -170,14 +192,21 @@ class PipeMaxScheduler(Scheduler):
 
     # ---- visibility of parked requests ---------------------------------------------------
     def _should_defer_prefill(self, running_batch) -> bool:
-        return super()._should_defer_prefill(running_batch) or self.pipemax.defer_admission(running_batch)
+        if super()._should_defer_prefill(running_batch):
+            return True
+        t0 = time.perf_counter()
+        defer = self.pipemax.defer_admission(running_batch)
+        self._pipemax_own(t0)
+        return defer
 
     def is_fully_idle(self, *args, **kwargs) -> bool:
         idle = super().is_fully_idle(*args, **kwargs)
         if idle and self.pipemax is not None and self.pipemax.busy():
             return False
         if idle and self.pipemax is not None:
+            t0 = time.perf_counter()
             self.pipemax_publish(idle=True)
+            self._pipemax_own(t0)
         return idle
 
     def abort_request(self, recv_req):

@@ -34,6 +34,17 @@ def test_all_micro_batches_admit_when_stage_0_does_not_concentrate():
     assert _by_turn(replace(free, parked=3)) == [Admission.IF_HOST_ROOM] * 4
 
 
+def test_nothing_parked_and_every_micro_batch_admitting_always_admits():
+    """The stage answers this case without building the view (stage.defer_admission's fast
+    path, do no harm): the rule must give ADMIT for every such view, whatever else holds."""
+    views = [AdmissionView(turn=t, num_mbs=m, admit_mbs=a, prefill_in_progress=pf, parked=0,
+                           running_rows=r, inflight_rows=i, row_cap=8, oldest_wait=w)
+             for m in (1, 2, 4) for a in (m, m + 1) for t in range(m) for pf in (False, True)
+             for r in (0, 8) for i in (0, 8, 4 * 8, 9 * 8) for w in (0, 99)]
+    assert len(views) == (1 + 2 + 4) * 2 * 2 * 2 * 4 * 2
+    assert [v for v in views if admission(v) is not Admission.ADMIT] == []
+
+
 def test_a_full_pipeline_defers_and_an_empty_one_always_admits():
     assert admission(replace(BASE, admit_mbs=4, parked=1, inflight_rows=4 * 64)) is Admission.DEFER
     # liveness: with nothing in flight there is nothing to wait for (the host check that

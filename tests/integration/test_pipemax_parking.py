@@ -59,6 +59,7 @@ def _assert_parked_without_recompute(status, pp: int):
         assert st["over_budget_plans"] == 0
         assert st["parked_now"] == 0 and st["prefetching"] == 0  # all finished: nothing left
         assert st["kv_move_s"] > 0 and st["kv_move_ms"] > 0      # the scheduler's price of a move
+        assert st["own_s"] >= st["kv_move_s"]    # PipeMax's own scheduler time holds every move
         # decode turns are timed for the simulator's validation: forward, launch to next
         # launch (all but the last), and how many of the last M turns launched a batch
         steps = st["step_samples"]
