@@ -14,6 +14,7 @@ moved nothing (the median of each round's back-to-back pair).
     python benchmarks/bench_offline.py [--quick] [--repeat N] [--pp-size 2] [--depth 2]
         [--cap 0.5] [--extra-cap 0.25] [--emulate-link-gbps X]
         [--stock-cache hicache|plain] [--trace lengths.jsonl] [--json PATH]
+    python benchmarks/bench_offline.py --quick --no-harm-pairs 6 [--json PATH]
 
 Stock runs use SGLang's hierarchical cache configured as PipeMax's host tier (same host
 size, write-through, page 1, MRU eviction), so that only the scheduling differs; on these
@@ -23,8 +24,11 @@ would charge to PipeMax. --stock-cache plain runs SGLang's defaults.
 
 Prints one line per run, a line per M and a summary line; --json writes the record: keys
 best_stock_tok_s, best_stock_m, best_ceiling_tok_s, pipemax_best_tok_s, pipemax_best_m,
-pipemax_vs_best_stock, no_harm_min, overlap_fraction (share of the H2D copier's load time
-that ran beside a forward, CPU), outputs_identical, recomputes_max, by_m (the table), and
+pipemax_vs_best_stock, no_harm_min (with own_share: PipeMax's own scheduler time over the
+run's wall time, there), overlap_fraction (share of the H2D copier's load time that ran
+beside a forward, CPU) and forward_share (the forward's share of a decode turn: loads that
+fill their slot overlap a forward at most about that much), outputs_identical,
+recomputes_max, by_m (the table), and
 at --depth's M the older keys (ceiling_tok_s, stock_tok_s, pipemax_tok_s, ratio, ...,
 step_samples) for benchmarks/validate_sim.py, with `calibration_step_samples` from PipeMax
 at ample KV and M = pp, where nothing presses, drains or parks, so SGLang's own path runs
@@ -117,6 +121,31 @@ def own_share(result: dict) -> float:
     return max((s["pipemax"].get("own_s", 0.0) for s in result["stages"]), default=0.0) / result["wall_s"]
 
 
+def no_harm_pairs(args, go, engine) -> None:
+    """Do no harm, as an A/B: stock and PipeMax at M = pp and the capped KV, run back to back
+    N times, alternating which goes first (a pair sees one speed of a shared machine). Where
+    PipeMax moves nothing, the ratios' median should be ~1 and own_share small."""
+    pairs = []
+    for i in range(args.no_harm_pairs):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        got = {pm: go(f"{'pipemax' if pm else 'stock'} M={args.pp_size} (cap {args.cap:g}) #{i + 1}",
+                      engine(args.cap, pm, 0)) for pm in order}
+        pairs.append({"stock_tok_s": got[False]["tok_s"], "pipemax_tok_s": got[True]["tok_s"],
+                      "ratio": got[True]["tok_s"] / got[False]["tok_s"],
+                      "parks": stats_of(got[True]).get("parks", 0), "own_share": own_share(got[True])})
+    record = {"no_harm_pairs": pairs, "no_harm_median": statistics.median(p["ratio"] for p in pairs),
+              "own_share_median": statistics.median(p["own_share"] for p in pairs),
+              "parks_max": max(p["parks"] for p in pairs),
+              "settings": {"pp_size": args.pp_size, "micro_batches": args.pp_size, "cap": args.cap}}
+    print(f"bench_offline no harm at M={args.pp_size}, KV {args.cap:g}: PipeMax / stock by pair "
+          + ", ".join(f"{p['ratio']:.2f}" for p in pairs) + f" (median {record['no_harm_median']:.2f}); "
+          f"PipeMax's own time {100 * record['own_share_median']:.1f}% of a stage; parks {record['parks_max']}",
+          flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=1))
+
+
 def median_run(runs: list[dict]) -> dict:
     """The run with the median throughput (the lower middle of an even count)."""
     return sorted(runs, key=lambda r: r["tok_s"])[(len(runs) - 1) // 2]
@@ -144,6 +173,9 @@ def main() -> None:
     ap.add_argument("--stock-cache", choices=("hicache", "plain"), default="hicache",
                     help="stock runs with SGLang's hierarchical cache configured as PipeMax's host "
                          "tier (default), or with SGLang's defaults")
+    ap.add_argument("--no-harm-pairs", type=int, default=0,
+                    help="instead of the matrix: N back-to-back pairs of stock and PipeMax at M = pp "
+                         "(depth 0) and --cap, alternating which runs first; prints each pair's ratio")
     ap.add_argument("--model-path", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
@@ -193,6 +225,10 @@ def main() -> None:
         print(f"{name:<30} {r['tok_s']:8.1f} tok/s  ({r['output_tokens']} tokens, {r['wall_s']:.1f} s){extra}",
               flush=True)
         return r
+
+    if args.no_harm_pairs:
+        no_harm_pairs(args, go, engine)
+        return
 
     depths = sorted({0, 1, 2, depth}) if pp > 1 else [0]
     mbs = {d: (pp + d if pp > 1 else 1) for d in depths}
@@ -244,6 +280,12 @@ def main() -> None:
     overlap_s = sum(s["pipemax"].get("load_overlap_s", 0.0) for x in pm_runs for s in x["stages"])
     wait_s = sum(s["pipemax"].get("load_wait_s", 0.0) for x in pm_runs for s in x["stages"])
     busy_s = sum(s["pipemax"].get("load_s", 0.0) for x in pm_runs for s in x["stages"])
+    # the forward's share of a decode turn (launch to next launch): loads sized to fill their
+    # slot (the budget's window is the turn) can overlap a forward at most about this much
+    timed = [x for r in pm_runs for s in r["stages"] for x in s["pipemax"].get("step_samples", [])
+             if x.get("turn_seconds")]
+    turn_s = sum(x["turn_seconds"] for x in timed)
+    forward_share = sum(x["seconds"] for x in timed) / turn_s if turn_s > 0 else None
     best_stock, best_stock_m = best("stock")
     best_ceiling, best_ceiling_m = best("ceiling")
     pm_best, pm_best_m = best("pipemax")
@@ -263,6 +305,7 @@ def main() -> None:
         "no_harm_min": min((h["ratio"] for h in harm), default=None), "no_harm": harm,
         "own_share_max": max((h["own_share"] for h in harm), default=None),
         "overlap_fraction": overlap_s / load_s if load_s > 0 else None,
+        "forward_share": forward_share,
         "unwaited_fraction": 1.0 - wait_s / busy_s if busy_s > 0 else None,
         "load_s": busy_s, "load_wait_s": wait_s, "by_m": by_m,
         "recomputes_max": max(stats_of(x).get("recomputes", 0) for x in pm_runs),
@@ -312,7 +355,8 @@ def main() -> None:
           f"(M={best_ceiling_m}), pipemax best {pm_best:.1f} (M={pm_best_m}): {record['pipemax_vs_best_stock']:.2f}x "
           f"the best stock; no harm min {'-' if nh is None else f'{nh:.2f}'} (PipeMax's own time "
           f"{'-' if osm is None else f'{100 * osm:.1f}%'} of a stage there); overlap with a forward "
-          f"{'-' if ov is None else f'{ov:.2f}'}, loads not waited for "
+          f"{'-' if ov is None else f'{ov:.2f}'} (a forward is "
+          f"{'-' if forward_share is None else f'{forward_share:.2f}'} of a turn), loads not waited for "
           f"{'-' if uw is None else f'{uw:.2f}'}; recomputes {record['recomputes_max']}; identical {identical}",
           flush=True)
     print(f"bench_offline at M={mbs[depth]}: ceiling {ceiling['tok_s']:.1f}, stock {stock['tok_s']:.1f}, pipemax {pm['tok_s']:.1f} tok/s; "
