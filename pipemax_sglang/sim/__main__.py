@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipemax_sglang.sim", description=__doc__.splitlines()[0])
     add_machine_args(p)
     p.add_argument("--policy", default="all", help=f"comma list of {', '.join(POLICIES)}, or all")
-    p.add_argument("--pp", type=int, default=None, help="GPUs a replica (default: all)")
+    p.add_argument("--pp", type=int, default=None, help="stages a replica (default: all the GPUs over --tp)")
+    p.add_argument("--tp", type=int, default=1, help="GPUs a stage (tensor parallel; 2 with --pp 4: a hybrid)")
     p.add_argument("--micro-batches", type=int, default=None, help="M (default: policy's)")
     p.add_argument("--row-cap", type=int, default=None, help="--pp-max-micro-batch-size")
     p.add_argument("--margin", type=float, default=0.1, help="budget margin (fraction)")
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             else sharegpt_like(a.requests, a.seed, scale=a.scale))
     print(f"# {model.name}: {model.params / 1e9:.1f} B params, {model.kv_bytes_per_token / 1024:.0f} "
           f"KiB KV a token; {work.describe()}", flush=True)
-    base = SimConfig(model, machine_from(a), work, policy=policies[0], pp=a.pp,
+    base = SimConfig(model, machine_from(a), work, policy=policies[0], pp=a.pp, tp=a.tp,
                      row_cap=a.row_cap, chunk_tokens=a.chunk, budget_margin=a.margin,
                      max_candidates=a.max_candidates or None)
     results = []

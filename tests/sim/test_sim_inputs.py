@@ -124,3 +124,15 @@ def test_the_cli_takes_the_price_of_a_move():
     assert machine_from(ns).move_s == pytest.approx(50e-6)
     with pytest.raises(SystemExit):
         main(args + ["--move-us", "-1"])
+
+
+def test_the_cli_runs_a_hybrid_with_tp(tmp_path):
+    from pathlib import Path
+
+    from pipemax_sglang.sim.__main__ import main
+    cfg = str(Path(__file__).parent / "fixtures" / "tiny_config")
+    out = tmp_path / "r.json"
+    assert main(["--model", cfg, "--gpu", "l40", "--gpus", "4", "--requests", "30", "--policy", "pp,pipemax",
+                 "--tp", "2", "--pp", "2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [(r["policy"], r["tp"], r["pp"], r["replicas"]) for r in res] == [("pp", 2, 2, 1), ("pipemax", 2, 2, 1)]
