@@ -240,6 +240,9 @@ class Engine:
         dt = t.times[s]
         self.busy_s[s] += dt
         self._push(self.now + dt, partial(self._stage_done, s, t.k))
+        # the next turn's load may have waited for this turn to reserve (_reserved_before):
+        # it goes now, beside this forward, not when some later event pumps the link
+        self._pump(self.h2d_of[s])
 
     def _wake_stage(self, s: int) -> None:
         self.wake_at[s] = float("inf")

@@ -11,7 +11,7 @@ from pipemax_sglang.core import PROFILES
 from pipemax_sglang.sim import Machine, load_model
 from pipemax_sglang.sim.costs import DoesNotFit, layout, pcie_ceiling, pp_layout, tp_layout
 from pipemax_sglang.sim.recompute import RecomputeScheduler
-from pipemax_sglang.sim.turn import DECODE, Turn
+from pipemax_sglang.sim.turn import DECODE, Effects, Turn
 
 
 def test_one_micro_batch_carries_everything_through_two_stages():
@@ -217,3 +217,38 @@ def test_td_pipe_splits_the_decode_evenly_over_the_micro_batches():
     # pass in no time, so it runs turns 0, 2, 4, 6, 8 back to back, 100 ms; TD-Pipe's 4-row
     # turns 2-9 follow turn 0's output at 20 ms, one a slot: 110 ms.
     assert st.makespan_s == pytest.approx(100 * MS) and st2.makespan_s == pytest.approx(110 * MS)
+
+
+class _Loading(_Scripted):
+    """Turns of one row each; from turn 2 on, each loads `ring` tokens for itself, and every
+    turn reserves a resident token when it starts (so a load waits for the turn before it to
+    have reserved: engine._reserved_before)."""
+
+    def __init__(self, n: int, ring: int, times: tuple[float, ...]) -> None:
+        super().__init__([0] * n, times)
+        self.ring = ring
+
+    def decide(self, k, now, prev):
+        t = super().decide(k, now, prev)
+        if t.kind == DECODE:
+            t.effects = Effects(reserve=1)
+            if k >= 2:
+                t.ring = t.h2d = self.ring
+        return t
+
+
+def test_a_load_starts_beside_the_forward_of_the_turn_before_its_own():
+    # P = M = 2, 10 ms a step, no hop; from turn 2 on each turn loads 5,000 tokens of
+    # 1,000 B at 1 GB/s (5 ms) on every stage. A load is queued when the turn M before it
+    # leaves the stage and may start once the turn before it has started there (reserved):
+    #   stage 0: t1 [10,20], t2's load [10,15], t2 [20,30], t3's load [20,25], t3 [30,40] ...
+    #   stage 1: t1 [20,30] (started on arrival), t2's load [20,25], t2 [30,40] ... t5 [60,70]
+    # A load that waited for the next event on its link instead went when the turn before it
+    # ended on stage 1 ([30,35]: t2 [35,45]): 80 ms, stage 1 stalled 10 ms.
+    lay = flat_layout(2, 10 * MS, capacity=100_000)
+    eng, st = run(lay, _Loading(6, 5_000, (10 * MS, 10 * MS)), M=2, machine=link_machine(gbps=1.0, gpus=2))
+    events = sorted((s, k, ev, round(t / MS, 6)) for ev, s, k, t in eng.trace if s == 1 and k >= 1)
+    assert events[:5] == [(1, 1, "start", 20), (1, 2, "landed", 25), (1, 2, "start", 30),
+                          (1, 3, "landed", 35), (1, 3, "start", 40)]
+    assert st.makespan_s == pytest.approx(70 * MS)
+    assert st.stage_stall_s == (0.0, 0.0)
