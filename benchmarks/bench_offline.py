@@ -114,6 +114,11 @@ def stats_of(result: dict) -> dict:
             "kv_move_ms": max(s.get("kv_move_ms", 0.0) for s in stages)}
 
 
+def write_json(path: str, record: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(record, indent=1))
+
+
 def own_share(result: dict) -> float:
     """PipeMax's own scheduler time (its hooks, moves included: stats own_s) over the run's
     wall time, the busiest stage's: the direct part of what PipeMax costs where it moves
@@ -142,8 +147,7 @@ def no_harm_pairs(args, go, engine) -> None:
           f"PipeMax's own time {100 * record['own_share_median']:.1f}% of a stage; parks {record['parks_max']}",
           flush=True)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=1))
+        write_json(args.json, record)
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -367,8 +371,7 @@ def main() -> None:
           + (f"; link-bound {record['link_bound_tok_s']:.1f} tok/s ({record['fraction_of_link_bound']:.2f})"
              if args.emulate_link_gbps else ""), flush=True)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=1))
+        write_json(args.json, record)
 
 
 if __name__ == "__main__":
