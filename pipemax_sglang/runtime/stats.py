@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class PipeMaxStats:
-    parks: int = 0                 # requests parked (KV handed to the tree, row released)
+    parks: int = 0                 # requests parked (KV copied to host, row released)
     rejoins: int = 0               # requests rejoined without recompute
     parked_now: int = 0
     parked_peak: int = 0
@@ -16,6 +16,8 @@ class PipeMaxStats:
     d2h_bytes: int = 0             # KV newly written device -> host when parking
     prefetch_stall_s: float = 0.0  # time a turn waited for its prefetch to land
     kv_move_s: float = 0.0         # scheduler time spent parking, issuing prefetches, rejoining
+    copy_wait_s: float = 0.0       # time moves waited for a copy (not in kv_move_s): a rejoin
+                                   # needing the device slots a park's copy to host still reads
     own_s: float = 0.0             # scheduler time in PipeMax's hooks, moves included (do no harm)
     move_phase_s: dict = field(default_factory=dict)   # kv_move_s by phase: park, issue, rejoin
     moved_kv_tokens: int = 0       # context tokens of every request parked or rejoined
@@ -29,8 +31,8 @@ class PipeMaxStats:
     budget_bytes_total: int = 0
     plan_bytes_total: int = 0
     over_budget_plans: int = 0     # plans whose bytes exceeded their budget (must stay 0)
-    # each prefetch window's load, as HiCache's load operation counted the bytes it copies
-    # (HiCacheAck.num_bytes), against the budgets of the plans it serves
+    # each prefetch window's load, the bytes its copy moves (counted where it is submitted,
+    # kv_moves.load_many), against the budgets of the plans it serves
     windows: int = 0
     window_bytes_total: int = 0
     window_budget_total: int = 0

@@ -194,6 +194,82 @@ def host_pool(sched):
     return pool.anchor_entry.host_pool if hasattr(pool, "anchor_entry") else pool
 
 
+def host_pool_of(tree_cache):
+    cc = tree_cache.cache_controller
+    pool = cc.mem_pool_host
+    return pool.anchor_entry.host_pool if hasattr(pool, "anchor_entry") else pool
+
+
+def tree_root(tree_cache, req):
+    """The root of the request's tree (a request that matched no prefix ends there)."""
+    return tree_cache.root_node_handle(req.extra_key)
+
+
+def host_alloc(sched, tokens: int):
+    """Host-pool slots for parked KV (int64 indices), or None when the pool is full."""
+    return host_pool(sched).alloc(tokens)
+
+
+def alloc_device(sched, tokens: int):
+    """Device KV slots for rejoining KV, evicting the tree's unlocked cache as SGLang does
+    before an allocation (mem_cache/common.py evict_from_tree_cache); None if they do not
+    fit."""
+    from sglang.srt.mem_cache.common import evict_from_tree_cache
+
+    alloc = sched.token_to_kv_pool_allocator
+    if alloc.available_size() < tokens:
+        evict_from_tree_cache(sched.tree_cache, tokens)
+        if alloc.available_size() < tokens:
+            return None
+    return alloc.alloc(tokens)
+
+
+def _l2(sched, host_idx, dev_idx):
+    from sglang.srt.mem_cache.l2_transfer import L2Transfer
+
+    cc = sched.tree_cache.cache_controller
+    h, d = cc.move_indices(host_idx, dev_idx)
+    return cc, [L2Transfer(host_pool=host_pool(sched), device_pool=cc.mem_pool_device,
+                           host_indices=h, device_indices=d)]
+
+
+class KVCopy(NamedTuple):
+    """A copy PipeMax submitted: what a turn fences on (as a HiCache ack) and its bytes."""
+    finish_event: Any
+    num_bytes: int
+
+    def query(self) -> bool:
+        return self.finish_event.query()
+
+    def synchronize(self) -> None:
+        self.finish_event.synchronize()
+
+
+def copy_to_host(sched, host_idx, dev_idx) -> KVCopy:
+    """One device-to-host copy of parked KV, every layer of this stage, on HiCache's D2H
+    stream (on CPU the D2H copier, throttled like any write-through), as HiCache's
+    write-through submits it (cache_controller.py:886 start_writing): behind the write fence (the forward that
+    wrote the KV), with no ack in the tree's queue, since no tree node is involved."""
+    cc, transfers = _l2(sched, host_idx, dev_idx)
+    eng = cc.l2_transfer_engine
+    if cc.write_fence_stream is not None:
+        eng.device_to_host_stream.wait_stream(cc.write_fence_stream)
+    done = eng.submit_device_to_host(transfers)
+    return KVCopy(done.finish_event, len(dev_idx) * host_pool(sched).get_size_per_token())
+
+
+def copy_to_device(sched, host_idx, dev_idx) -> KVCopy:
+    """One host-to-device copy on HiCache's H2D stream (on CPU the H2D copier), behind the
+    load fence as HiCache's load-back (cache_controller.py:1024 start_loading), without its
+    per-layer counter: a turn fences on the whole copy before its forward."""
+    cc, transfers = _l2(sched, host_idx, dev_idx)
+    eng = cc.l2_transfer_engine
+    if cc.load_fence_stream is not None:
+        eng.host_to_device_stream.wait_stream(cc.load_fence_stream)
+    done = eng.submit_host_to_device(transfers, transfer_layer_id_max=cc.transfer_layer_id_max)
+    return KVCopy(done.finish_event, len(dev_idx) * host_pool(sched).get_size_per_token())
+
+
 def host_free_tokens(sched) -> int:
     pool = host_pool(sched)
     return 0 if pool is None else int(pool.available_size())
@@ -257,53 +333,16 @@ def is_aborting(req) -> bool:
     return req.to_finish is not None
 
 
-def start_loads(sched) -> tuple[object | None, float]:
-    """Start the load-backs queued by this ingest's prefetches (init_load_back) as one
-    HiCache operation; returns (its ack, seconds stalled for a load slot).
-
-    HiCache tracks loads in a LayerDoneCounter of three slots and asserts that a slot's last
-    load finished before it is reused (cache_controller.py:92-97): if the slot this load
-    takes is still busy (the link is three loads behind), wait for it here rather than trip
-    the assertion. The ack (cache_controller.py:1058, HiCacheAck: finish_event, node_ids) is
-    what a turn fences on."""
-    cc = sched.tree_cache.cache_controller
-    counter = cc.layer_done_counter
-    slot = counter.events[(counter.producer_index + 1) % counter.num_counters].finish_event
-    stall = 0.0
-    if not slot.query():
-        import time
-
-        start = time.perf_counter()
-        slot.synchronize()
-        stall = time.perf_counter() - start
-    if sched.tree_cache.ready_to_load_host_cache() < 0:
-        return None, stall
-    return cc.ack_load_queue[-1], stall
-
-
-def load_bytes(ack) -> int:
-    """Bytes a HiCache load operation copies, as HiCache counts them (every pool, all layers
-    of this stage: cache_controller.py:1065, num_bytes)."""
-    return int(ack.num_bytes)
-
-
-def last_load(sched):
-    """The newest load-back still queued (HiCache's ack queue is FIFO, as its H2D stream
-    is: a fence on it covers every load issued before), or None when all were reaped."""
-    queue = sched.tree_cache.cache_controller.ack_load_queue
-    return queue[-1] if queue else None
-
-
-def wait_load(sched, ack) -> None:
-    """The prefetch fence (runtime/fences.py): the forward comes after `ack`'s load and,
-    the H2D stream being FIFO, every load issued before it. Loads issued later (for later
-    turns) run on beside the forward."""
+def wait_loads(sched, copies) -> None:
+    """The prefetch fence (runtime/fences.py): the forward comes after `copies`. Loads issued
+    later (for later turns) run on beside the forward."""
     import torch
 
     from pipemax_sglang.runtime.fences import fence_loads
 
-    if ack is not None:
-        fence_loads([ack.finish_event], getattr(sched, "forward_stream", None), torch.cuda.is_available())
+    events = [c.finish_event for c in copies]
+    if events:
+        fence_loads(events, getattr(sched, "forward_stream", None), torch.cuda.is_available())
 
 
 def writes_pending(tree_cache) -> bool:
@@ -362,13 +401,6 @@ def mb_shapes(sched, m: int, mb: int, plan) -> tuple[tuple[int, ...], tuple[int,
     batches[mb] = plan.running_batch
     reqs = [b.reqs if b is not None else [] for b in batches]
     return tuple(len(r) for r in reqs), tuple(sum(_context(x) for x in r) for r in reqs)
-
-
-def prepare_tree_cache(tree_cache) -> None:
-    """PipeMax needs every host-resident token of a rejoining request loaded: HiCache skips
-    load-backs shorter than load_back_threshold (10, unified_radix_cache.py:576)."""
-    if hasattr(tree_cache, "load_back_threshold"):
-        tree_cache.load_back_threshold = 1
 
 
 def send_abort(sched, req, recv_req) -> None:

@@ -1,55 +1,84 @@
-"""The four KV moves of PipeMax on SGLang's hierarchical radix cache (docs/design.md section 3).
+"""The KV moves of PipeMax on SGLang (docs/design.md section 3).
 
-    park_begin(req)    after the request's forward on this stage: its KV [0, L) becomes radix
-                       nodes (checkpoint), queued for write-through to host, and unlocked, so
-                       the device copy is evictable; a host lock pins the host copy. The row
-                       stays: an in-flight result may still stash a token under it.
-    park_finish(req)   once that result is processed: the row is freed. The request holds no
-                       device KV now; only the tree (device and/or host) has it.
-    prefetch(req, L)   before its next turn: match its path, start a load-back of the
-                       host-only nodes (HiCache's H2D, asynchronous), lock the path so nothing
-                       evicts it before the turn.
-    rejoin(reqs)       at the turn, after the loads landed: a fresh row pointing at the path,
-                       the KV lengths restored, and a decode batch to merge. Nothing recomputed.
+A parked request's KV lives in host slots PipeMax owns (its HostCopy), not in the radix
+tree; the tree keeps what it held before (the prompt, inserted after prefill) as ordinary
+cache, shared with every other request, evictable and spilled by HiCache as SGLang decides.
+
+    park_many(reqs)    after the requests' forward on this stage: every token their
+                       HostCopies lack goes to host, all of the micro-batch's in ONE
+                       device-to-host copy; once the copy has read them, their own device
+                       slots are freed and their tree locks released. The row stays: an
+                       in-flight result may still stash a token under it.
+    park_finish(req)   once that result is processed: the row is freed.
+    prefetch_many(ps)  before their next turn: device slots for their KV, ONE allocation.
+    load_many(pfs)     ONE host-to-device copy, on the link HiCache's loads use, behind them.
+    rejoin(pfs)        at the turn, after the loads landed: fresh rows over the slots, the
+                       KV lengths restored, a decode batch to merge. Nothing recomputed.
+
+Why not a path in the tree (SGLang's checkpoint, load-back and match), which shares a
+prefix: every park inserted a node (a one-token node when a request parks every turn) and
+submitted a write-through per node, every rejoin walked the tree again; measured, a move
+cost 150-400 us of scheduler time, 88% of a park in SGLang's checkpoint (py-spy), and with
+a pressed device the rejoin's prefix had to be found, reloaded and relocked node by node.
+Here a move is a few tensor slices per request; the tree is touched once, to unlock a
+request's prompt at its first park. The price: a rejoined request holds its own device
+copy of a prompt it shares with others (until it finishes, when SGLang's insert frees the
+duplicate), and its first park copies its prompt to host although HiCache may hold it too.
 
 Invariants kept here, and why they hold:
-- No device slot is freed before its D2H copy finished: parked nodes become evictable only
-  when HiCache reaps their write-through ack (writing_check), and eviction is HiCache's own.
-- No host copy is lost while parked: the host lock (inc_host_lock_ref) keeps host eviction
-  away from the parked path until rejoin or finish.
-- A request is rejoined only with all L tokens on the device (prefix_len == L), else it stays
-  parked; `load_back_threshold` is set to 1 so that short host tails are loaded too.
-- page_size 1 only (config check): with larger pages the unaligned tail is not in the tree.
-
-SGLang 0.5.23 call sequence measured in docs/sglang-internals.md section 4.
+- No device slot is freed, and no tree lock released, before the copy that reads them
+  finished (DeferredFrees); an abandoned prefetch's slots wait for their load likewise.
+- No host copy is lost while parked: the tree never frees HostCopy slots; they go back
+  only when the request finishes, is aborted, or goes to SGLang's recompute (release_ring).
+- A rejoin brings all L tokens back, from the request's own copy: it cannot find its KV
+  evicted, so a parked request never needs recompute.
+- page_size 1 only (config check).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-
-import logging
 
 import torch
 
-from sglang.srt.mem_cache.base_prefix_cache import InitLoadBackParams
-from sglang.srt.mem_cache.common import match_kv_cache
-
-from pipemax_sglang import env
 from pipemax_sglang.sglang import compat
 
-logger = logging.getLogger(__name__)
+_NO_INDICES = torch.empty(0, dtype=torch.int64)
+
+
+@dataclass
+class HostCopy:
+    """A request's KV [0, tokens) in host slots PipeMax allocated, in token order, as the
+    chunks its parks copied (never concatenated per park: one torch op a request a park is
+    what a move must not cost). KV never changes once written, so the copy stays valid while
+    the request runs again, and its next park copies only what it decoded since."""
+    chunks: list = field(default_factory=list)    # int64 host-pool index tensors
+    tokens: int = 0
+
+    def indices(self) -> torch.Tensor:
+        return torch.cat(self.chunks) if len(self.chunks) != 1 else self.chunks[0]
+
+
+def _spans(rows: list[int], starts: list[int], ends: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, position) index tensors of positions [starts[i], ends[i]) of rows[i], all
+    requests at once: a handful of torch ops for a micro-batch, not a few per request."""
+    counts = torch.tensor([e - s for s, e in zip(starts, ends)], dtype=torch.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return _NO_INDICES, _NO_INDICES
+    rep_rows = torch.tensor(rows, dtype=torch.int64).repeat_interleave(counts)
+    shift = torch.tensor(starts, dtype=torch.int64) - (torch.cumsum(counts, 0) - counts)
+    return rep_rows, torch.arange(total, dtype=torch.int64) + shift.repeat_interleave(counts)
 
 
 @dataclass
 class ParkedReq:
     req: Any                 # sglang Req
-    kv_len: int              # L: tokens of KV the tree holds for it (origin + output at park)
+    kv_len: int              # L: tokens of KV at park (origin + output); its HostCopy holds them
     parked_turn: int
     arrival: int
     ready: bool = False      # in-flight result processed and row freed
-    host_lock: Any = None    # (node, DecLockRefParams) for dec_host_lock_ref
     rounds_waited: int = 0
     owner: Any = None        # the PipeMaxStage (the release hook reaches it through the Req)
 
@@ -61,27 +90,100 @@ class ParkedReq:
 @dataclass
 class Prefetch:
     parked: ParkedReq
-    node: Any                # deepest node of the matched path (locked)
-    lock: Any                # TreeLock
-    host_tokens: int         # tokens loaded back from host (0: all on device)
     target_turn: int
+    device: torch.Tensor                   # the request's new device slots for [0, L)
+    load: Any = None                       # the copy filling them (None: not issued yet)
 
 
-def park_begin(req, tree_cache) -> tuple[int, int, Any]:
-    """Checkpoint the request's KV into the tree and unlock it.
-    Returns (L, tokens newly written to host, host lock)."""
-    kv = req.kv
-    L = kv.kv_committed_len
-    assert L == kv.kv_allocated_len, (req.rid, L, kv.kv_allocated_len)
-    new_tokens = L - kv.cache_inserted_len
-    req.refresh_fill_ids()
-    tree_cache.checkpoint(req, up_to=L)
-    assert kv.cache_protected_len == L, (req.rid, kv.cache_protected_len, L)
-    tree_cache.unlock(req.lock)
-    req.lock = None
-    node = req.last_node
-    receipt = tree_cache.inc_host_lock_ref(node).to_dec_params()
-    return L, new_tokens, (node, receipt)
+class DeferredFrees:
+    """What a park releases once its copy to host has read it: the request's own device
+    slots (to the allocator) and its lock on the tree prefix (unlocked, so that HiCache may
+    evict it: before the copy, eviction could hand the slots to a forward that overwrites
+    them). An abandoned prefetch's slots wait for the load writing them likewise.
+
+    When is decided by turn numbers, never by whether a copy happens to be done: every
+    pipeline stage must hold the same memory state at the same loop point (each admits and
+    matches prefixes on its own, and stage s > 0 must build the batches stage 0 built), and
+    copies finish at different moments on different stages. So an entry goes at the first
+    reap at least `age` turns after it was added (waiting for its copy there if need be), or
+    at a reap that waits for everything, which callers do only at points every stage
+    reaches with the same state."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, Any, torch.Tensor, Any]] = []   # (turn, copy, slots, lock)
+
+    def add(self, turn: int, copy, slots: torch.Tensor, lock=None) -> None:
+        if len(slots) or lock is not None:
+            self.items.append((turn, copy, slots, lock))
+
+    def reap(self, sched, upto_turn: int | None = None) -> int:
+        """Release the entries added at or before `upto_turn` (None: all), after their
+        copies."""
+        freed, left = [], []
+        for turn, copy, slots, lock in self.items:
+            if upto_turn is None or turn <= upto_turn:
+                if copy is not None:
+                    copy.synchronize()
+                freed.append(slots)
+                if lock is not None:
+                    sched.tree_cache.unlock(lock)
+            else:
+                left.append((turn, copy, slots, lock))
+        self.items = left
+        freed = [s for s in freed if len(s)]
+        if freed:
+            sched.token_to_kv_pool_allocator.free(torch.cat(freed) if len(freed) > 1 else freed[0])
+        return sum(len(s) for s in freed)
+
+
+def new_host_tokens(req) -> int:
+    """Tokens a park of `req` copies to host: its KV less what its HostCopy holds."""
+    ring = getattr(req, "pipemax_ring", None)
+    return req.kv.kv_committed_len - (ring.tokens if ring is not None else 0)
+
+
+def park_many(reqs: list, sched, frees: DeferredFrees, turn: int) -> list[tuple[int, int]] | None:
+    """Park `reqs` (their forward on this stage done): one device-to-host copy of every
+    token their HostCopies lack. Their own device slots [P, L) (P: the tree-owned prefix,
+    kv.cache_protected_len) and their tree locks are released once the copy has read them.
+    Returns per request (L, tokens copied), or None, with nothing changed, when the host pool
+    cannot take the tokens (the caller reserved them: another user filled it in between)."""
+    r2t = sched.req_to_token_pool.req_to_token
+    rows, known, lens, prefix = [], [], [], []
+    for req in reqs:
+        kv = req.kv
+        L = kv.kv_committed_len
+        assert L == kv.kv_allocated_len, (req.rid, L, kv.kv_allocated_len)
+        ring = getattr(req, "pipemax_ring", None)
+        k = ring.tokens if ring is not None else 0
+        assert k <= L, (req.rid, k, L)
+        rows.append(kv.req_pool_idx)
+        known.append(k)
+        lens.append(L)
+        prefix.append(kv.cache_protected_len)
+    n = sum(lens) - sum(known)
+    host = compat.host_alloc(sched, n) if n else _NO_INDICES
+    if host is None:
+        return None
+    copy = None
+    if n:
+        copy = compat.copy_to_host(sched, host, r2t[_spans(rows, known, lens)].to(torch.int64))
+    frees.add(turn, copy, r2t[_spans(rows, prefix, lens)].to(torch.int64))
+    counts = [L - k for L, k in zip(lens, known)]
+    parts = torch.split(host, counts) if n else [_NO_INDICES] * len(reqs)
+    out = []
+    for req, part, c, L in zip(reqs, parts, counts, lens):
+        ring = getattr(req, "pipemax_ring", None)
+        if ring is None:
+            ring = req.pipemax_ring = HostCopy()
+        if c:
+            ring.chunks.append(part)
+            ring.tokens += c
+        if req.lock is not None:
+            frees.add(turn, copy, _NO_INDICES, req.lock)
+            req.lock = None
+        out.append((L, c))
+    return out
 
 
 def park_finish(req, tree_cache) -> None:
@@ -90,66 +192,78 @@ def park_finish(req, tree_cache) -> None:
     req.kv.mark_kv_released()
 
 
-def release_host_lock(parked: ParkedReq, tree_cache) -> None:
-    if parked.host_lock is not None:
-        node, receipt = parked.host_lock
-        tree_cache.dec_host_lock_ref(node, receipt)
-        parked.host_lock = None
+def release_ring(req, tree_cache) -> None:
+    """Give a request's HostCopy slots back to the host pool (it finished, was aborted, or
+    goes to SGLang's recompute). A copy still writing them is ordered before any later write
+    to them: every device-to-host copy runs on the one D2H link, in order."""
+    ring = getattr(req, "pipemax_ring", None)
+    if ring is not None:
+        req.pipemax_ring = None
+        if ring.tokens:
+            compat.host_pool_of(tree_cache).free(ring.indices())
 
 
-def prefetch(parked: ParkedReq, tree_cache, target_turn: int) -> tuple[Prefetch | None, bool]:
-    """Start bringing the path back. Returns (prefetch, lost): (None, False) if the device
-    cannot take it now (it stays parked); (None, True) if the tree no longer holds all of
-    its KV on device or host."""
-    req = parked.req
-    L = parked.kv_len
-    tokens = req.origin_input_ids + req.output_ids[: L - len(req.origin_input_ids)]
-    match_kv_cache(req, tree_cache, token_ids=tokens)
-    loaded = 0
-    if req.host_hit_length > 0:
-        n, node = tree_cache.init_load_back(
-            InitLoadBackParams(req.best_match_node, req.host_hit_length, req=req)
-        )
-        req.last_node = node
-        req.prefix_len += n
-        loaded = n
-    if req.prefix_len != L:
-        lost = req.prefix_len - loaded + req.host_hit_length < L
-        if env.debug():
-            logger.warning(
-                "pipemax prefetch short %s: L=%d prefix=%d host_hit=%d loaded=%d lost=%s", req.rid[:6], L,
-                req.prefix_len, req.host_hit_length, loaded, lost)
-        return None, lost
-    lock = tree_cache.lock(req.last_node)
-    return Prefetch(parked, req.last_node, lock, loaded, target_turn), False
+def prefetch_many(wanted: list, sched) -> tuple[list[Prefetch], list]:
+    """Device slots for (target_turn, parked) pairs, in order, while they fit: one
+    allocation for all when they do. Returns (prefetches, the pairs left parked)."""
+    sizes = [p.kv_len for _, p in wanted]
+    slots = compat.alloc_device(sched, sum(sizes)) if wanted else None
+    if slots is None:
+        made = []
+        for (target, p), n in zip(wanted, sizes):
+            s = compat.alloc_device(sched, n)
+            if s is None:
+                break
+            made.append(Prefetch(p, target, s))
+        return made, wanted[len(made):]
+    return [Prefetch(p, target, s) for (target, p), s in zip(wanted, torch.split(slots, sizes))], []
 
 
-def abandon(pf: Prefetch, tree_cache) -> None:
-    tree_cache.unlock(pf.lock)
+def load_many(prefetches: list[Prefetch], sched):
+    """One host-to-device copy for `prefetches` (on the link HiCache's loads use, after
+    them: its finish covers them). Returns the copy (a fence, and its bytes) or None."""
+    todo = [pf for pf in prefetches if pf.load is None and len(pf.device)]
+    if not todo:
+        return None
+    for pf in todo:
+        assert pf.parked.req.pipemax_ring.tokens == pf.parked.kv_len, pf.parked.rid
+    host = torch.cat([c for pf in todo for c in pf.parked.req.pipemax_ring.chunks])
+    copy = compat.copy_to_device(sched, host, torch.cat([pf.device for pf in todo]))
+    for pf in todo:
+        pf.load = copy
+    return copy
+
+
+def abandon(pf: Prefetch, frees: DeferredFrees, turn: int) -> None:
+    frees.add(turn, pf.load, pf.device)      # a load may still be writing them
+    pf.device = _NO_INDICES
 
 
 def rejoin(prefetches: list[Prefetch], scheduler) -> Any:
     """Rows and KV lengths for the prefetched requests; returns their decode ScheduleBatch.
 
-    The caller has fenced on the loads. The decode input (each request's last output token)
-    is stashed under its new row by SGLang's own helper."""
+    The caller has fenced on the loads. Each request owns all its KV now, as a request that
+    matched no prefix at admission does (no tree lock, protected length 0): when it finishes,
+    SGLang's own insert frees what duplicates the tree. The decode input (each request's last
+    output token) is stashed under its new row by SGLang's own helper."""
     tree_cache = scheduler.tree_cache
     reqs = [pf.parked.req for pf in prefetches]
     for pf in prefetches:
         req = pf.parked.req
         L = pf.parked.kv_len
         assert len(req.origin_input_ids) + len(req.output_ids) - 1 == L, (req.rid, L)
-        req.last_node = pf.node
-        req.prefix_len = L
-        req.lock = pf.lock
+        assert req.lock is None, req.rid
+        req.last_node = compat.tree_root(tree_cache, req)
+        req.prefix_len = 0
     rows = scheduler.req_to_token_pool.alloc(reqs)
     if rows is None:
         raise RuntimeError("pipemax: no free req_to_token rows for rejoining requests")
-    for pf in prefetches:
-        req = pf.parked.req
-        L = pf.parked.kv_len
-        idx = tree_cache.prefix_device_indices(req)
-        scheduler.req_to_token_pool.write((req.kv.req_pool_idx, slice(0, L)), idx.to(torch.int32))
-        kv = req.kv
-        kv.cache_protected_len = kv.cache_inserted_len = kv.kv_committed_len = kv.kv_allocated_len = L
+    lens = [pf.parked.kv_len for pf in prefetches]
+    where = _spans([r.kv.req_pool_idx for r in reqs], [0] * len(reqs), lens)
+    scheduler.req_to_token_pool.write(where, torch.cat([pf.device for pf in prefetches]).to(torch.int32))
+    for pf, L in zip(prefetches, lens):
+        pf.device = _NO_INDICES          # the request's own slots now (SGLang frees them)
+        kv = pf.parked.req.kv
+        kv.cache_protected_len = kv.cache_inserted_len = 0
+        kv.kv_committed_len = kv.kv_allocated_len = L
     return compat.build_decode_batch(scheduler, reqs)

@@ -21,6 +21,7 @@ GAUGES = {
     "rejoins": "Requests rejoined without recompute",
     "over_budget_plans": "Plans whose bytes exceeded their budget",
     "kv_move_ms": "Scheduler milliseconds per park or rejoin",
+    "copy_wait_s": "Seconds moves waited for a copy to free device room",
 }
 
 

@@ -45,7 +45,6 @@ class PipeMaxScheduler(Scheduler):
         super().__init__(server_args, port_args)
         self.pipemax_config = PipeMaxConfig.from_json(env.config_json() or "{}")
         self.pipemax_ranks = compat.stage_ranks()
-        compat.prepare_tree_cache(self.tree_cache)
         self.pipemax = PipeMaxStage(self, self.pipemax_config, self.pipemax_ranks)
         self.pipemax_board = (
             StatusBoard(self.pipemax_config.status_dir, self.pipemax_ranks.pp_rank, self.pipemax_ranks.tp_rank)

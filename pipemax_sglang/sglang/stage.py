@@ -9,8 +9,8 @@ call them at the same points, so all hold the same batches:
                   ... SGLang builds the batch ...
                   after_turn(i)        record composition; stage 0 decides -> outbox
     launch i      issue_prefetches(at_launch=True)
-                                       turn i + 1's prefetches: match, load back, lock;
-                                       they run beside turn i's forward
+                                       turn i + 1's prefetches: device slots and one
+                                       copy, which runs beside turn i's forward
     result        after_result(batch)  parked requests whose result is in: free their rows
     release hook  on_release(req)      a parked request finished: clean up instead
 
@@ -77,9 +77,7 @@ class PipeMaxStage:
         self.pool: dict[str, ParkedReq] = {}                  # admission order kept
         self.tasks: list[PipeMaxPlan] = []                    # rejoins not yet prefetched
         self.prefetched: dict[int, list[Prefetch]] = defaultdict(list)   # by target turn
-        self.load_marks: dict[int, tuple[int, Any]] = {}   # target turn -> (seq, the load ack it waits on)
-        self._load_seq = 0
-        self._loads_queued = False
+        self.frees = kv_moves.DeferredFrees()   # parked tails' device slots, freed after their copy
         self.outbox: list[PipeMaxPlan] = []
         self.stats = PipeMaxStats(mb_rows_last=[0] * self.M)
         self.arrivals = 0
@@ -114,18 +112,41 @@ class PipeMaxStage:
 
     @contextlib.contextmanager
     def _moving(self, phase: str):
-        """Time a KV move into stats.kv_move_s and its phase's counter (park, issue, rejoin)."""
+        """Time a KV move into stats.kv_move_s and its phase's counter (park, issue, rejoin):
+        the scheduler's work, less what it waited for a copy (stats.copy_wait_s)."""
         start = time.perf_counter()
+        waited = self.stats.copy_wait_s
         try:
             yield
         finally:
-            dt = time.perf_counter() - start
+            dt = time.perf_counter() - start - (self.stats.copy_wait_s - waited)
             self.stats.kv_move_s += dt
             self.stats.move_phase_s[phase] = self.stats.move_phase_s.get(phase, 0.0) + dt
 
     # ---- queries -------------------------------------------------------------------------
     def busy(self) -> bool:
-        return bool(self.pool or self.tasks or any(self.prefetched.values()) or self.outbox)
+        """Work of PipeMax's pending: parked, planned, prefetched, a plan to relay, or device
+        slots still waiting for their copy to finish (reaped here: an idle server gives back
+        every slot)."""
+        return bool(self.pool or self.tasks or any(self.prefetched.values()) or self.outbox
+                    or self.frees.items)
+
+    def _reap_frees(self, wait: bool = False) -> None:
+        """Release what parks and abandoned prefetches hold: what is a micro-batch cycle old
+        (M turns: SGLang has processed that forward's result since, so on a GPU the copy,
+        queued right behind it, is done), or, with `wait`, everything (where the device
+        needs the room now). Both by turn number, the same on every stage (DeferredFrees)."""
+        if not self.frees.items:
+            return
+        start = time.perf_counter()
+        self.frees.reap(self.sched, None if wait else self.turn - self.M)
+        self.stats.copy_wait_s += time.perf_counter() - start
+
+    def _reap_writes(self) -> None:
+        """Wait for HiCache's write-throughs (their nodes become evictable with the ack)."""
+        start = time.perf_counter()
+        compat.reap_writes(compat.tree_cache(self.sched))
+        self.stats.copy_wait_s += time.perf_counter() - start
 
     def inflight_rows(self) -> int:
         """Live requests: the micro-batches' rows, the parked and the prefetched."""
@@ -188,7 +209,6 @@ class PipeMaxStage:
         self.stats.over_budget_plans += msg.plan_bytes > msg.budget_bytes
 
     def _park(self, msg: PipeMaxPlan) -> None:
-        tc = compat.tree_cache(self.sched)
         batch = compat.live_batch(self.sched, msg.mb)
         rids = set(msg.park)
         chosen = [r for r in batch.reqs if r.rid in rids and not r.finished()]
@@ -196,29 +216,42 @@ class PipeMaxStage:
             return
         in_flight = compat.freeze_in_flight(self.sched, msg.mb, batch)
         compat.order_park_after_forward(self.sched, msg.mb)
-        parked = []
-        need = 0
+        self._reap_frees()
+        ok, need = [], 0
         for req in chosen:
-            # whole context reserved: its prompt may not be on host yet, and host slots are
-            # taken only when the writes are submitted, after this loop
-            if not compat.reserve_host(self.sched, need + compat.kv_len(req)):
+            # the host slots are taken when the copy is submitted, after this loop
+            new = kv_moves.new_host_tokens(req)
+            if not compat.reserve_host(self.sched, need + new):
                 self._host_full()
                 continue
-            need += compat.kv_len(req)
-            L, new_tokens, host_lock = kv_moves.park_begin(req, tc)
-            p = ParkedReq(req, L, msg.turn, self.arrivals, host_lock=host_lock, owner=self)
+            need += new
+            ok.append(req)
+        parked = self._park_now(ok, msg.turn, finish=not in_flight)
+        keep = [i for i, r in enumerate(batch.reqs) if r not in parked]
+        compat.keep_rows(batch, keep)
+        self._note_pool()
+
+    def _park_now(self, reqs: list, turn: int, finish: bool) -> list:
+        """Park `reqs` with one copy (kv_moves.park_many); returns those parked (none when the
+        host pool is short after all)."""
+        if not reqs:
+            return []
+        done = kv_moves.park_many(reqs, self.sched, self.frees, self.turn)
+        if done is None:
+            self._host_full()
+            return []
+        per_token = compat.kv_bytes_per_token(self.sched)
+        for req, (L, copied) in zip(reqs, done):
+            p = ParkedReq(req, L, turn, self.arrivals, owner=self)
             self.arrivals += 1
             req.pipemax_parked = p
             self.pool[req.rid] = p
-            self.stats.d2h_bytes += new_tokens * compat.kv_bytes_per_token(self.sched)
-            parked.append(req)
-            if not in_flight:
+            self.stats.d2h_bytes += copied * per_token
+            self.stats.moved_kv_tokens += L
+            if finish:
                 self._finish_park(p)
-        keep = [i for i, r in enumerate(batch.reqs) if r not in parked]
-        compat.keep_rows(batch, keep)
-        self.stats.parks += len(parked)
-        self.stats.moved_kv_tokens += sum(r.pipemax_parked.kv_len for r in parked)
-        self._note_pool()
+        self.stats.parks += len(reqs)
+        return reqs
 
     def make_decode_room(self, batch) -> None:
         """Park instead of recompute: where SGLang would retract (the next decode step does
@@ -243,38 +276,32 @@ class PipeMaxStage:
         return park_order(compat.retraction_order(batch), left, by_priority)
 
     def _make_room(self, batch) -> None:
-        tc = compat.tree_cache(self.sched)
         keep = self.keep_order(batch, self.stock or compat.retraction_by_priority())
         parked = []
         retracted = []
         unreaped = False
         while keep and not compat.decode_fits(batch, keep):
             if unreaped:
-                # what was parked since the last reap becomes evictable once its newest
-                # tokens are written to host (the prompt usually is already): reap, then look
-                # again before parking another
-                compat.reap_writes(tc)
+                # what was parked since the last look becomes free (its own slots) once its
+                # copy to host is done, and evictable (its tree prefix) once the prefix's
+                # write-through is too: wait for both, then look again before parking another
+                self._reap_frees(wait=True)
+                self._reap_writes()
                 unreaped = False
                 continue
             req = batch.reqs[keep[-1]]
-            if self.stock or not compat.reserve_host(self.sched, compat.kv_len(req)):
-                if not self.stock:
-                    self._host_full()
+            ok = not self.stock and compat.reserve_host(self.sched, kv_moves.new_host_tokens(req))
+            if ok:
+                ok = bool(self._park_now([req], self.turn, finish=True))   # counts a short pool
+            elif not self.stock:
+                self._host_full()
+            if not ok:
                 compat.retract_for_recompute(self.sched, batch, keep.pop(), len(keep))
                 retracted.append(req)
                 continue
             keep.pop()
-            L, new_tokens, host_lock = kv_moves.park_begin(req, tc)
-            p = ParkedReq(req, L, self.turn, self.arrivals, host_lock=host_lock, owner=self)
-            self.arrivals += 1
-            req.pipemax_parked = p
-            self.pool[req.rid] = p
-            self._finish_park(p)
-            self.stats.d2h_bytes += new_tokens * compat.kv_bytes_per_token(self.sched)
-            self.stats.parks += 1
-            self.stats.moved_kv_tokens += L
             parked.append(req)
-            unreaped = compat.writes_pending(tc)
+            unreaped = True
         if parked or retracted:
             compat.keep_rows(batch, sorted(keep))
             self._note_pool()
@@ -335,50 +362,41 @@ class PipeMaxStage:
             self._issue(due)
 
     def _issue(self, due: list[PipeMaxPlan]) -> None:
-        """Match each rejoining request's path, queue the load-back of its host-only nodes and
-        lock it; start the loads as one operation, and note the fence each target turn will
-        wait on. Nothing here waits for a write: only when a load finds no device room while
-        parked nodes still await their write-through ack (they become evictable with it) are
-        the writes reaped, once, and those loads retried."""
+        """Device slots for the rejoining requests (one allocation) and one host-to-device
+        copy of their KV (kv_moves); each prefetch keeps its copy, which its turn fences on.
+        Nothing here waits for a copy: only when the device has no room while parked
+        requests' slots still wait for their copy to host (they are freed with it), or
+        prefixes for their write-through (they become evictable with it), are those waited
+        for, once, and the rest retried."""
         ids = {id(t) for t in due}
         self.tasks = [t for t in self.tasks if id(t) not in ids]
         tc = compat.tree_cache(self.sched)
         wanted = [(msg.target_turn, self.pool.get(rid)) for msg in due for rid in msg.rejoin]
         wanted = [(t, p) for t, p in wanted
                   if p is not None and not p.req.finished() and not compat.is_aborting(p.req)]
-        short = self._prefetch(wanted)
-        if short and compat.writes_pending(tc):
-            compat.reap_writes(tc)
-            short = self._prefetch(short)
+        self._reap_frees()
+        short, fresh = self._prefetch(wanted)
+        if short and (compat.writes_pending(tc) or self.frees.items):
+            self._reap_writes()
+            self._reap_frees(wait=True)
+            short, more = self._prefetch(short)
+            fresh += more
         self.stats.prefetch_deferred += len(short)
-        ack, stall = compat.start_loads(self.sched) if self._loads_queued else (None, 0.0)
-        self._loads_queued = False
-        self.stats.prefetch_stall_s += stall
-        if ack is not None:
-            self.stats.record_window(sum(msg.budget_bytes for msg in due), compat.load_bytes(ack))
-        mark = ack or compat.last_load(self.sched)
-        if mark is not None:
-            self._load_seq += 1
-            for target in {t for t, _ in wanted}:
-                self.load_marks[target] = (self._load_seq, mark)
+        load = kv_moves.load_many(fresh, self.sched)
+        if load is not None:
+            self.stats.record_window(sum(msg.budget_bytes for msg in due), load.num_bytes)
         self._note_pool()
 
-    def _prefetch(self, wanted: list) -> list:
-        """Prefetch (target_turn, parked) pairs; returns those the device could not take."""
-        tc = compat.tree_cache(self.sched)
-        short = []
-        for target, p in wanted:
-            pf, lost = kv_moves.prefetch(p, tc, target)
-            if lost:
-                self._recompute(p)
-            elif pf is None:
-                short.append((target, p))
-            else:
-                self.pool.pop(p.rid)
-                self.prefetched[target].append(pf)
-                self._loads_queued |= pf.host_tokens > 0
-                self.stats.h2d_bytes += pf.host_tokens * compat.kv_bytes_per_token(self.sched)
-        return short
+    def _prefetch(self, wanted: list) -> tuple[list, list]:
+        """Device slots for (target_turn, parked) pairs; returns (those the device could not
+        take, the prefetches made)."""
+        made, short = kv_moves.prefetch_many(wanted, self.sched)
+        per_token = compat.kv_bytes_per_token(self.sched)
+        for pf in made:
+            self.pool.pop(pf.parked.rid)
+            self.prefetched[pf.target_turn].append(pf)
+            self.stats.h2d_bytes += pf.parked.kv_len * per_token
+        return short, made
 
     # ---- the turn --------------------------------------------------------------------------
     def before_turn(self, running_batch):
@@ -390,25 +408,21 @@ class PipeMaxStage:
         for pf in pfs:
             if pf.parked.req.finished():
                 self._drop(pf.parked, pf)
-        mark = self.load_marks.pop(self.turn, None)
         if later:
             self.prefetched[self.turn + 1].extend(later)
-            if mark is not None:     # they wait a turn, on the later of the two fences
-                self.load_marks[self.turn + 1] = max(mark, self.load_marks.get(self.turn + 1, mark),
-                                                     key=lambda m: m[0])
         if _DEBUG and (pfs or self.turn % 50 == 0):
             logger.warning("pipemax pp%d turn %d before: ready=%d later=%d running=%d pool=%d tasks=%d",
                            self.ranks.pp_rank, self.turn, len(ready), len(later), len(running_batch.reqs),
                            len(self.pool), len(self.tasks))
+        self._reap_frees()
         if not ready:
             return running_batch
         start = time.perf_counter()
-        compat.wait_load(self.sched, mark[1] if mark is not None else None)
+        # the loads of this turn's own rejoins only: those for later turns run on
+        compat.wait_loads(self.sched, {id(pf.load): pf.load for pf in ready if pf.load is not None}.values())
         self.stats.prefetch_stall_s += time.perf_counter() - start
-        tc = compat.tree_cache(self.sched)
         with self._moving("rejoin"):
             for pf in ready:
-                kv_moves.release_host_lock(pf.parked, tc)
                 pf.parked.req.pipemax_parked = None
             nb = kv_moves.rejoin(ready, self.sched)
         self.stats.rejoins += len(ready)
@@ -548,25 +562,20 @@ class PipeMaxStage:
         self._drop(p, None)
 
     def _drop(self, p: ParkedReq, pf: Prefetch | None) -> None:
-        tc = compat.tree_cache(self.sched)
+        """End a parked (or prefetching) request's stay with PipeMax without a rejoin: it
+        finished, was aborted, or goes to SGLang's recompute. Its locks, its prefetch's device
+        slots and its host tail go back."""
         if pf is not None:
-            kv_moves.abandon(pf, tc)
+            kv_moves.abandon(pf, self.frees, self.turn)
         for turn, pfs in list(self.prefetched.items()):
             for other in [x for x in pfs if x.parked is p]:
-                kv_moves.abandon(other, tc)
+                if other is not pf:
+                    kv_moves.abandon(other, self.frees, self.turn)
                 pfs.remove(other)
-        kv_moves.release_host_lock(p, tc)
+        kv_moves.release_ring(p.req, compat.tree_cache(self.sched))
         self.pool.pop(p.rid, None)
         p.req.pipemax_parked = None
         self._note_pool()
-
-    def _recompute(self, p: ParkedReq) -> None:
-        """The tree lost part of a parked request's KV (the host tier was full when it was
-        parked): hand it to SGLang's own recompute path rather than wait for ever."""
-        self._drop(p, None)
-        compat.requeue_for_recompute(self.sched, p.req)
-        self.stats.recomputes += 1
-        logger.warning("pipemax: parked request %s lost KV to a full host tier; recomputing it", p.rid)
 
     def abort(self, rid_prefix: str, abort_all: bool) -> list:
         """Parked requests matching an abort (SGLang's rid-prefix rule). Returns them for the
