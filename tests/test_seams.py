@@ -33,18 +33,18 @@ def test_a_method_removed_from_the_scheduler_is_noticed(monkeypatch):
 
 def test_a_module_function_renamed_is_noticed(monkeypatch):
     common = importlib.import_module("sglang.srt.mem_cache.common")
-    monkeypatch.setattr(common, "match_kv_cache_v2", common.match_kv_cache, raising=False)
-    monkeypatch.delattr(common, "match_kv_cache")
-    assert _broken() == {"sglang.srt.mem_cache.common:match_kv_cache"}
+    monkeypatch.setattr(common, "evict_from_tree_cache_v2", common.evict_from_tree_cache, raising=False)
+    monkeypatch.delattr(common, "evict_from_tree_cache")
+    assert _broken() == {"sglang.srt.mem_cache.common:evict_from_tree_cache"}
 
 
 def test_a_parameter_renamed_is_noticed(monkeypatch):
     from sglang.srt.mem_cache.unified_radix_cache import UnifiedRadixCache
 
-    monkeypatch.setattr(UnifiedRadixCache, "prefix_device_indices", lambda self, request: None)
+    monkeypatch.setattr(UnifiedRadixCache, "root_node_handle", lambda self, key=None: None)
     bad = dict((s.target, why) for s, why in check())
-    assert list(bad) == ["sglang.srt.mem_cache.unified_radix_cache:UnifiedRadixCache.prefix_device_indices"]
-    assert "req" in bad[next(iter(bad))]
+    assert list(bad) == ["sglang.srt.mem_cache.unified_radix_cache:UnifiedRadixCache.root_node_handle"]
+    assert "extra_key" in bad[next(iter(bad))]
 
 
 def test_an_instance_attribute_never_assigned_is_noticed():
