@@ -132,14 +132,16 @@ class PipeMaxStage:
                     or self.frees.items)
 
     def _reap_frees(self, wait: bool = False) -> None:
-        """Release what parks and abandoned prefetches hold: what is a micro-batch cycle old
-        (M turns: SGLang has processed that forward's result since, so on a GPU the copy,
-        queued right behind it, is done), or, with `wait`, everything (where the device
-        needs the room now). Both by turn number, the same on every stage (DeferredFrees)."""
+        """Release what parks and abandoned prefetches hold: what was added before this turn
+        (its copy was queued a turn ago, behind the forward it reads), or, with `wait`,
+        everything (where the device needs the room now: a decode step, a prefetch or an
+        admission). Both by turn number, the same on every stage (DeferredFrees). Held
+        longer (a micro-batch cycle), the parked requests' old slots and the rejoining ones'
+        new slots together filled a small pool and nothing new was admitted."""
         if not self.frees.items:
             return
         start = time.perf_counter()
-        self.frees.reap(self.sched, None if wait else self.turn - self.M)
+        self.frees.reap(self.sched, None if wait else self.turn - 1)
         self.stats.copy_wait_s += time.perf_counter() - start
 
     def _reap_writes(self) -> None:
@@ -169,7 +171,11 @@ class PipeMaxStage:
     def defer_admission(self, running_batch) -> bool:
         """Whether this turn's micro-batch takes no new requests (core/admission.py). With
         nothing parked and every micro-batch admitting, the rule admits: answered here,
-        without the view (it cost ~90 us a call, called at every turn: do no harm)."""
+        without the view (it cost ~90 us a call, called at every turn: do no harm). What
+        parks still hold is released first when requests wait: SGLang's admission counts
+        only free and evictable slots."""
+        if self.frees.items and compat.waiting_count(self.sched):
+            self._reap_frees(wait=True)
         if self.stock or (not self.pool and self.admit_mbs >= self.M):
             return False
         rule = admission(AdmissionView(
