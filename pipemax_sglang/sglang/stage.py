@@ -77,7 +77,7 @@ class PipeMaxStage:
         self.pool: dict[str, ParkedReq] = {}                  # admission order kept
         self.tasks: list[PipeMaxPlan] = []                    # rejoins not yet prefetched
         self.prefetched: dict[int, list[Prefetch]] = defaultdict(list)   # by target turn
-        self.frees = kv_moves.DeferredFrees()   # parked tails' device slots, freed after their copy
+        self.frees = kv_moves.DeferredFrees()   # what parks hold until their copy has read it
         self.outbox: list[PipeMaxPlan] = []
         self.stats = PipeMaxStats(mb_rows_last=[0] * self.M)
         self.arrivals = 0
@@ -126,8 +126,8 @@ class PipeMaxStage:
     # ---- queries -------------------------------------------------------------------------
     def busy(self) -> bool:
         """Work of PipeMax's pending: parked, planned, prefetched, a plan to relay, or device
-        slots still waiting for their copy to finish (reaped here: an idle server gives back
-        every slot)."""
+        slots a park still holds (released by turn in before_turn, which an idle server's
+        loop keeps calling, so it gives back every slot before it reports idle)."""
         return bool(self.pool or self.tasks or any(self.prefetched.values()) or self.outbox
                     or self.frees.items)
 
