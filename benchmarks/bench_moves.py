@@ -6,15 +6,18 @@ For n requests of L prompt tokens (n in 1, 16, 64, 256; L in 64, 512, 2,048; --q
 1, 16, 64, L in 64, 512), a pipemax_sglang.Engine (pp 1, the built-in tiny model) decodes 16
 tokens each with the device KV pool just above what they keep in flight (pressed: the
 decider keeps 5% free) and
-`--pipemax-stream always`: after every turn each decoded row is parked and brought back for
-the next, so every turn moves the whole micro-batch both ways. The stage times its own
-scheduler work per move (park: checkpoint into the radix tree, write-through, row freed;
-issue: match, load-back, lock; rejoin: rows, KV lengths, the decode batch) and reports it
-(`kv_move_s`, by phase). Each point runs two such batches on one engine and measures the
-second (warm: the first moves of a process pay for lazy imports and first allocations,
-reported as `cold`). Prints a line per point, and writes JSON: per point us_per_move,
-us_per_kv_mb (scheduler time per MB of KV handed between the tiers), the phases, moves,
-and at n = 64 (the acceptance point) `us_per_move` and `us_per_kv_mb` at the top level.
+`--pipemax-stream always`: pressed turns park rows (one copy to host per group) and the
+decider brings them back (one allocation, one copy back, one rebuilt decode batch per turn).
+The stage times its own scheduler work per move (park: host slots, the copy's submission,
+rows out of the batch, device slots and tree locks released once the copy read them; issue:
+device slots, the copy back; rejoin: rows, KV lengths, the decode batch, its merge) and
+reports it (`kv_move_s`, by phase); waits for a copy are apart (`copy_wait_s`). Each point
+runs two such batches on one engine and measures the second (warm: the first moves of a
+process pay for lazy imports and first allocations, reported as `cold`). Prints a line per
+point, and writes JSON: per point us_per_move, us_per_kv_mb (scheduler time per MB of KV
+handed between the tiers), the phases, moves, how many requests a copy or a rejoin moved at
+once, and at n = 64 (the acceptance point) `us_per_move` and `us_per_kv_mb` at the top
+level.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from tests.support.engine_process import EngineProcess  # noqa: E402
 NEW = 16
 
 
-_COUNTERS = ("parks", "rejoins", "recomputes", "kv_move_s", "copy_wait_s", "moved_kv_tokens", "h2d_bytes",
-             "d2h_bytes")
+_COUNTERS = ("parks", "rejoins", "recomputes", "kv_move_s", "kv_move_cpu_s", "copy_wait_s", "moved_kv_tokens", "h2d_bytes",
+             "d2h_bytes", "park_copies", "rejoin_batches", "windows")
 
 
 def _moves(after: dict, before: dict | None) -> dict:
@@ -54,8 +57,15 @@ def _figures(p: dict, per_token: int) -> dict:
         "kv_move_s": p["kv_move_s"], "phase_s": p["move_phase_s"], "copy_wait_s": p["copy_wait_s"],
         "us_per_move": 1e6 * p["kv_move_s"] / moves if moves else None,
         "us_per_kv_mb": 1e6 * p["kv_move_s"] / kv_mb if kv_mb else None,
+        # the scheduler thread's CPU time in those moves: the rest of us_per_move waited for
+        # a core (or the GIL) while copier threads, the forward and other processes ran
+        "cpu_us_per_move": 1e6 * p["kv_move_cpu_s"] / moves if moves else None,
         "phase_us_per_move": {k: 1e6 * v / moves for k, v in p["move_phase_s"].items()} if moves else {},
         "kv_mb": kv_mb, "h2d_bytes": p["h2d_bytes"], "d2h_bytes": p["d2h_bytes"],
+        # how many requests a batched step moved at once: per-batch costs over these
+        "parks_per_copy": p["parks"] / p["park_copies"] if p["park_copies"] else None,
+        "rejoins_per_batch": p["rejoins"] / p["rejoin_batches"] if p["rejoin_batches"] else None,
+        "rejoins_per_load": p["rejoins"] / p["windows"] if p["windows"] else None,
     }
 
 
@@ -97,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         phases = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["phase_us_per_move"].items()))
         print(f"bench_moves n={n:4d} L={L:5d}: {r['moves']:6d} moves, "
               f"{r['us_per_move'] or 0:8.1f} us/move ({phases}), "
-              f"{r['us_per_kv_mb'] or 0:9.1f} us/KV MB, recomputes {r['recomputes']} "
+              f"{r['us_per_kv_mb'] or 0:9.1f} us/KV MB, {r['parks_per_copy'] or 0:.1f} parks a copy, "
+              f"{r['rejoins_per_batch'] or 0:.1f} rejoins a batch, recomputes {r['recomputes']} "
               f"(cold: {r['cold']['us_per_move'] or 0:.1f} us/move)", flush=True)
     at64 = [r for r in rows if r["requests"] == 64 and r["us_per_move"] is not None]
     out = {

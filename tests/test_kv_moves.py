@@ -5,28 +5,60 @@ stage), never before the copy that reads it has ended.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pipemax_sglang.sglang import kv_moves
-from pipemax_sglang.sglang.kv_moves import DeferredFrees, HostCopy, _spans
+from pipemax_sglang.sglang.kv_moves import DeferredFrees, HostCopy, _flat_spans
 
 
-def test_spans_list_every_position_of_every_row_in_order():
+def test_flat_spans_list_every_position_of_every_row_in_order():
     rows, starts, ends = [7, 2, 5], [0, 3, 4], [3, 3, 6]     # the middle row copies nothing
-    r, p = _spans(rows, starts, ends)
-    assert list(zip(r.tolist(), p.tolist())) == [(7, 0), (7, 1), (7, 2), (5, 4), (5, 5)]
+    flat = _flat_spans(rows, starts, ends, width=10)
+    assert flat.tolist() == [70, 71, 72, 54, 55]
 
 
-def test_spans_gather_what_a_per_row_slice_gathers():
-    table = torch.arange(6 * 50).reshape(6, 50)
-    rows, starts, ends = [4, 0, 3, 1], [10, 0, 49, 5], [20, 7, 50, 5]
-    expected = torch.cat([table[r, s:e] for r, s, e in zip(rows, starts, ends)])
-    assert torch.equal(table[_spans(rows, starts, ends)], expected)
+@pytest.mark.parametrize("n", [1, 3, kv_moves._SLICE_ROWS + 1, 40])
+def test_a_gather_of_spans_equals_per_row_slices_by_either_path(n):
+    # up to _SLICE_ROWS rows the gather slices row by row, above it one flat index_select
+    table = torch.arange(64 * 50, dtype=torch.int32).reshape(64, 50)
+    rows = [(7 * i + 3) % 64 for i in range(n)]
+    starts = [(5 * i) % 30 for i in range(n)]
+    ends = [s + (i % 4) * 5 for i, s in enumerate(starts)]   # every fourth row: nothing
+    expected = torch.cat([table[r, s:e] for r, s, e in zip(rows, starts, ends)]).to(torch.int64)
+    got = kv_moves.gather_spans(table, rows, starts, ends)
+    assert got.dtype == torch.int64 and torch.equal(got, expected)
 
 
 def test_spans_of_nothing_are_empty():
-    r, p = _spans([1, 2], [4, 0], [4, 0])
-    assert len(r) == 0 and len(p) == 0
+    assert len(_flat_spans([1, 2], [4, 0], [4, 0], width=8)) == 0
+    table = torch.zeros((4, 8), dtype=torch.int32)
+    assert len(kv_moves.gather_spans(table, [1, 2], [4, 0], [4, 0])) == 0
+    many = list(range(kv_moves._SLICE_ROWS + 1))
+    assert len(kv_moves.gather_spans(torch.zeros((16, 8)), many, [3] * len(many), [3] * len(many))) == 0
+
+
+class FakeRowPool:
+    """SGLang's ReqToTokenPool's table and write (memory_pool.py: req_to_token[indices] = v)."""
+
+    def __init__(self):
+        self.req_to_token = torch.full((32, 40), -1, dtype=torch.int32)
+
+    def write(self, indices, values):
+        self.req_to_token[indices] = values
+
+
+@pytest.mark.parametrize("n", [2, kv_moves._SLICE_ROWS + 3])
+def test_rejoined_rows_map_their_positions_to_their_new_slots_and_touch_nothing_else(n):
+    pool = FakeRowPool()
+    rows = [(5 * i + 1) % 32 for i in range(n)]
+    lens = [3 + (7 * i) % 30 for i in range(n)]
+    slots = [torch.arange(1000 * (i + 1), 1000 * (i + 1) + n_, dtype=torch.int64) for i, n_ in enumerate(lens)]
+    kv_moves.write_rows(pool, rows, slots, lens)
+    expected = torch.full((32, 40), -1, dtype=torch.int32)
+    for r, s, n_ in zip(rows, slots, lens):
+        expected[r, :n_] = s.to(torch.int32)
+    assert torch.equal(pool.req_to_token, expected)
 
 
 class FakeCopy:

@@ -86,3 +86,23 @@ def test_link_emulation_is_refused_where_a_gpu_runs_the_copies(monkeypatch):
     platform.check_link_emulation(PipeMaxConfig())            # no flag: nothing to refuse
     monkeypatch.setattr(platform, "has_cuda", lambda: False)
     platform.check_link_emulation(PipeMaxConfig(emulate_link_gbps=1.0))   # CPU: the copier throttles
+
+
+def test_serial_ops_runs_the_moves_on_one_thread_and_gives_the_forward_its_threads_back():
+    import pytest
+    import torch
+
+    from pipemax_sglang.sglang import platform
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with platform.serial_ops():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(KeyError):
+            with platform.serial_ops():
+                raise KeyError("a move failed")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

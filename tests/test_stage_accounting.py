@@ -133,3 +133,57 @@ def test_a_slot_that_launched_nothing_leaves_no_plan_behind_its_turn():
     stage, issued = _issuing_stage(i + 1, [plan])
     stage.issue_prefetches()
     assert issued == [plan] and stage.tasks == []
+
+
+def _pressed_stage(monkeypatch, lens: list[int], frees: list[int], avail: int = 0):
+    """A stage whose micro-batch of len(lens) rows has `avail` free slots for the next step
+    (one a row); parking row i gives back frees[i] slots once reaped (its own KV; what a
+    shared prefix holds stays). Returns (stage, batch, the groups parked, the rows kept)."""
+    from pipemax_sglang.sglang import compat
+
+    reqs = [SimpleNamespace(rid=f"r{i}", kv=SimpleNamespace(kv_committed_len=n), pipemax_ring=None)
+            for i, n in enumerate(lens)]
+    batch = SimpleNamespace(reqs=reqs)
+    mem = {"avail": avail, "pending": 0}
+    groups, kept = [], []
+    monkeypatch.setattr(compat, "decode_fits", lambda b, keep=None: mem["avail"] >= len(keep))
+    monkeypatch.setattr(compat, "decode_shortfall", lambda b, keep: max(0, len(keep) - mem["avail"]))
+    monkeypatch.setattr(compat, "reserve_host", lambda sched, n: True)
+    monkeypatch.setattr(compat, "retraction_by_priority", lambda: False)
+    monkeypatch.setattr(compat, "keep_rows", lambda b, keep: kept.append(list(keep)))
+    stage = PipeMaxStage.__new__(PipeMaxStage)
+    stage.stats, stage.stock, stage.pool, stage.sched, stage.turn = PipeMaxStats(), False, {}, None, 7
+    stage.keep_order = lambda b, by_priority=False: list(range(len(b.reqs)))
+
+    def park_now(group, turn, finish):
+        groups.append([r.rid for r in group])
+        mem["pending"] += sum(frees[int(r.rid[1:])] for r in group)
+        return group
+
+    def reap(wait=False):
+        mem["avail"] += mem["pending"]
+        mem["pending"] = 0
+
+    stage._park_now, stage._reap_frees, stage._reap_writes = park_now, reap, lambda: None
+    return stage, batch, groups, kept
+
+
+def test_a_pressed_step_parks_a_group_with_one_copy(monkeypatch):
+    # 8 rows of 2 tokens, none free: the step needs 8, three parked rows free 3 each (their
+    # KV and their next token's slot), 9 >= 8 - 3. One at a time this parked the same three
+    # with three copies and three waits.
+    stage, batch, groups, kept = _pressed_stage(monkeypatch, [2] * 8, [3] * 8)
+    stage._make_room(batch)
+    assert groups == [["r7", "r6", "r5"]]
+    assert kept == [[0, 1, 2, 3, 4]]
+    assert stage.stats.recomputes == 0
+
+
+def test_a_group_never_parks_a_row_the_one_at_a_time_loop_keeps(monkeypatch):
+    # shared prefixes: a parked row frees 2 of its 10 tokens, so the optimistic group (one
+    # row covers the shortfall of 6) falls short and the loop parks the next: the rows
+    # parked are exactly those parking one at a time would have parked
+    stage, batch, groups, kept = _pressed_stage(monkeypatch, [10] * 6, [2] * 6)
+    stage._make_room(batch)
+    assert groups == [["r5"], ["r4"]]
+    assert kept == [[0, 1, 2, 3]]

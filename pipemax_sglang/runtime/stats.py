@@ -16,10 +16,15 @@ class PipeMaxStats:
     d2h_bytes: int = 0             # KV newly written device -> host when parking
     prefetch_stall_s: float = 0.0  # time a turn waited for its prefetch to land
     kv_move_s: float = 0.0         # scheduler time spent parking, issuing prefetches, rejoining
+    kv_move_cpu_s: float = 0.0     # the CPU the scheduler's thread used in those moves
+                                   # (kv_move_s less this: waiting for a core or the GIL)
     copy_wait_s: float = 0.0       # time moves waited for a copy (not in kv_move_s): a rejoin
                                    # needing the device slots a park's copy to host still reads
     own_s: float = 0.0             # scheduler time in PipeMax's hooks, moves included (do no harm)
     move_phase_s: dict = field(default_factory=dict)   # kv_move_s by phase: park, issue, rejoin
+    park_copies: int = 0           # copies to host that parks made (one per micro-batch
+                                   # parked at once; a pressed step's parks, one per group)
+    rejoin_batches: int = 0        # rejoins done together (one per turn that rejoins)
     moved_kv_tokens: int = 0       # context tokens of every request parked or rejoined
     prefetch_deferred: int = 0     # planned rejoins that could not be brought back in time
     recomputes: int = 0            # requests SGLang retracted (its recompute path)

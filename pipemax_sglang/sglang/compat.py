@@ -521,6 +521,26 @@ def decode_fits(batch, keep: list[int] | None = None) -> bool:
     return batch.check_decode_mem() if keep is None else batch.check_decode_mem(selected_indices=keep)
 
 
+def next_prompt_short(sched) -> bool:
+    """Whether the first waiting request's KV (its prompt, and what it generated if it was
+    retracted) exceeds the device's free and evictable slots: SGLang cannot admit it without
+    more room. Equal on every stage at the same loop point (same pools, same queue)."""
+    if not sched.waiting_queue:
+        return False
+    req = sched.waiting_queue[0]
+    need = len(req.origin_input_ids) + len(req.output_ids)
+    room = sched.token_to_kv_pool_allocator.available_size() + sched.tree_cache.evictable_size()
+    return int(room) < need
+
+
+def decode_shortfall(batch, keep: list[int]) -> int:
+    """Tokens the next decode step of rows `keep` lacks, after decode_fits evicted what it
+    could (check_decode_mem: new_tokens_required_next_decode against the allocator's
+    available size, schedule_batch.py:3432, allocator/base.py:171)."""
+    need = batch.new_tokens_required_next_decode(selected_indices=keep)
+    return max(0, int(need) - int(batch.token_to_kv_pool_allocator.available_size()))
+
+
 def keep_rows(batch, keep: list[int]) -> None:
     """Leave only rows `keep` (indices into batch.reqs) in the batch."""
     batch.filter_batch(keep_indices=keep)

@@ -43,6 +43,42 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+@contextlib.contextmanager
+def serial_ops() -> Iterator[None]:
+    """On a CPU, the torch ops inside run on the calling thread alone (intra-op threads 1),
+    then the scheduler's own setting comes back for the forward.
+
+    Why: SGLang binds each rank's OpenMP threads to its own cores only with its AMX kernels;
+    elsewhere every scheduler process keeps one intra-op thread per core, and some ops
+    (repeat_interleave, advanced indexing) open a parallel region even for a few thousand
+    elements. With the cores busy (the other stages' forwards, the copier threads) such an
+    op waited for a thread that was not running: measured on our 2-core hosts, 8-13 ms for
+    a repeat_interleave that takes 16 us on one thread, and a KV move's bookkeeping (index
+    tensors of a few thousand entries) cost milliseconds. Nothing PipeMax computes per move
+    is large enough to gain from threads. Toggling costs ~0.5 us. Does nothing on a GPU
+    (the tables live on the device) or with one thread."""
+    import torch
+
+    n = torch.get_num_threads()
+    if n <= 1 or _on_gpu():
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+_GPU: list[bool] = []
+
+
+def _on_gpu() -> bool:
+    if not _GPU:
+        _GPU.append(has_cuda())
+    return _GPU[0]
+
+
 def cpu_load_intervals() -> list[tuple[float, float]]:
     """(start, end) of the CPU H2D copier's jobs finished since the last call; none on a GPU
     (HiCache's CUDA stream is not timed here)."""

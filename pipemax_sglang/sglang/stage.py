@@ -67,6 +67,7 @@ class StepRecord:
 _DEBUG = env.debug()
 
 
+
 class PipeMaxStage:
     def __init__(self, sched, config: PipeMaxConfig, ranks: compat.StageRanks) -> None:
         self.sched = sched
@@ -116,9 +117,12 @@ class PipeMaxStage:
         the scheduler's work, less what it waited for a copy (stats.copy_wait_s)."""
         start = time.perf_counter()
         waited = self.stats.copy_wait_s
+        cpu = time.thread_time()
         try:
-            yield
+            with platform.serial_ops():
+                yield
         finally:
+            self.stats.kv_move_cpu_s += time.thread_time() - cpu
             dt = time.perf_counter() - start - (self.stats.copy_wait_s - waited)
             self.stats.kv_move_s += dt
             self.stats.move_phase_s[phase] = self.stats.move_phase_s.get(phase, 0.0) + dt
@@ -172,9 +176,12 @@ class PipeMaxStage:
         """Whether this turn's micro-batch takes no new requests (core/admission.py). With
         nothing parked and every micro-batch admitting, the rule admits: answered here,
         without the view (it cost ~90 us a call, called at every turn: do no harm). What
-        parks still hold is released first when requests wait: SGLang's admission counts
-        only free and evictable slots."""
-        if self.frees.items and compat.waiting_count(self.sched):
+        this turn's parks hold is released first (waiting for their copies) when the next
+        waiting prompt does not fit the free and evictable slots without it: SGLang's
+        admission counts only those. Otherwise it goes a turn later, as always: waiting here
+        for every turn's park copies whenever a queue waits (an offline batch's always does)
+        held the scheduler behind each copy, on a GPU behind the forward it follows."""
+        if self.frees.items and compat.next_prompt_short(self.sched):
             self._reap_frees(wait=True)
         if self.stock or (not self.pool and self.admit_mbs >= self.M):
             return False
@@ -223,15 +230,18 @@ class PipeMaxStage:
         in_flight = compat.freeze_in_flight(self.sched, msg.mb, batch)
         compat.order_park_after_forward(self.sched, msg.mb)
         self._reap_frees()
-        ok, need = [], 0
-        for req in chosen:
-            # the host slots are taken when the copy is submitted, after this loop
-            new = kv_moves.new_host_tokens(req)
-            if not compat.reserve_host(self.sched, need + new):
-                self._host_full()
-                continue
-            need += new
-            ok.append(req)
+        # the host slots are taken when the copy is submitted (park_many); where the host
+        # cannot take them all, those it can, in order
+        news = [kv_moves.new_host_tokens(req) for req in chosen]
+        ok = chosen
+        if not compat.reserve_host(self.sched, sum(news)):
+            ok, need = [], 0
+            for req, new in zip(chosen, news):
+                if not compat.reserve_host(self.sched, need + new):
+                    self._host_full()
+                    continue
+                need += new
+                ok.append(req)
         parked = self._park_now(ok, msg.turn, finish=not in_flight)
         keep = [i for i, r in enumerate(batch.reqs) if r not in parked]
         compat.keep_rows(batch, keep)
@@ -257,6 +267,7 @@ class PipeMaxStage:
             if finish:
                 self._finish_park(p)
         self.stats.parks += len(reqs)
+        self.stats.park_copies += 1
         return reqs
 
     def make_decode_room(self, batch) -> None:
@@ -282,6 +293,13 @@ class PipeMaxStage:
         return park_order(compat.retraction_order(batch), left, by_priority)
 
     def _make_room(self, batch) -> None:
+        """Park (or, where that cannot be, retract) from the end of the keep order until the
+        step fits. Parks go in groups, one copy each: the smallest run from the end of the
+        order whose KV, all freed, would cover the shortfall. That bound is optimistic (a
+        prefix shared with another request stays on the device), so a group never holds a
+        request the one-at-a-time loop would have kept; when it falls short the loop looks
+        again and parks the next group. Parked one at a time, a pressed turn paid a copy
+        submission and a wait per request."""
         keep = self.keep_order(batch, self.stock or compat.retraction_by_priority())
         parked = []
         retracted = []
@@ -290,23 +308,36 @@ class PipeMaxStage:
             if unreaped:
                 # what was parked since the last look becomes free (its own slots) once its
                 # copy to host is done, and evictable (its tree prefix) once the prefix's
-                # write-through is too: wait for both, then look again before parking another
+                # write-through is too: wait for both, then look again before parking more
                 self._reap_frees(wait=True)
                 self._reap_writes()
                 unreaped = False
                 continue
-            req = batch.reqs[keep[-1]]
-            ok = not self.stock and compat.reserve_host(self.sched, kv_moves.new_host_tokens(req))
+            short = compat.decode_shortfall(batch, keep)
+            group, freed, host = [], 0, 0
+            for idx in reversed(keep):
+                req = batch.reqs[idx]
+                group.append(req)
+                freed += compat.kv_len(req) + 1       # its KV and its row's next token
+                host += kv_moves.new_host_tokens(req)
+                if freed >= short:
+                    break
+            ok = not self.stock and compat.reserve_host(self.sched, host)
             if ok:
-                ok = bool(self._park_now([req], self.turn, finish=True))   # counts a short pool
+                ok = bool(self._park_now(group, self.turn, finish=True))   # counts a short pool
             elif not self.stock:
-                self._host_full()
+                if len(group) > 1 and compat.reserve_host(self.sched, kv_moves.new_host_tokens(group[0])):
+                    group = group[:1]     # the host takes fewer: park the first alone
+                    ok = bool(self._park_now(group, self.turn, finish=True))
+                else:
+                    self._host_full()
             if not ok:
+                req = group[0]
                 compat.retract_for_recompute(self.sched, batch, keep.pop(), len(keep))
                 retracted.append(req)
                 continue
-            keep.pop()
-            parked.append(req)
+            del keep[len(keep) - len(group):]
+            parked += group
             unreaped = True
         if parked or retracted:
             compat.keep_rows(batch, sorted(keep))
@@ -430,11 +461,12 @@ class PipeMaxStage:
         with self._moving("rejoin"):
             for pf in ready:
                 pf.parked.req.pipemax_parked = None
-            nb = kv_moves.rejoin(ready, self.sched)
+            merged = compat.merge_rows(running_batch, kv_moves.rejoin(ready, self.sched))
         self.stats.rejoins += len(ready)
+        self.stats.rejoin_batches += 1
         self.stats.moved_kv_tokens += sum(pf.parked.kv_len for pf in ready)
         self.stats.rejoined_in_batch_sum += len(ready)
-        return compat.merge_rows(running_batch, nb)
+        return merged
 
     def after_turn(self, mb: int, plan) -> None:
         batch = plan.batch_to_run
