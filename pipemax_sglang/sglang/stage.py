@@ -64,8 +64,9 @@ class StepRecord:
     def prefill_sample(self) -> dict:
         return {"rows": self.rows, "tokens": self.size, "seconds": self.seconds,
                 "turn_seconds": self.turn_seconds, "active_mbs": self.active}
-_DEBUG = env.debug()
 
+
+_DEBUG = env.debug()
 
 
 class PipeMaxStage:

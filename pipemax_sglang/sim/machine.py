@@ -22,9 +22,11 @@ user can change it):
                          published 4090 measurements (calibration.py); an upper bound for
                          GeForce cards without a P2P driver.
     move_s               the scheduler's CPU time per park or rejoin, charged on each stage's
-                         CPU timeline (engine.py): 0.5 ms, our measurement (`kv_move_ms` of
-                         the live stack in bench_offline.py, 0.45-0.5 ms on our CPU hosts;
-                         README). A host CPU faster than ours, or a leaner move, lowers it.
+                         CPU timeline (engine.py): 0.5 ms, between what the live stack
+                         measures on our CPU hosts for a step moving 32-43 requests
+                         (bench_moves.py, 75-110 us a move) and one moving 2-3 (bench_offline.py
+                         at pp 2, 1.3-1.8 ms: a batched step costs ~1-2 ms whatever its size;
+                         docs/sim.md). A host CPU faster than ours lowers it.
     moves_serialize      False (a GPU): a turn's moves run on the CPU beside the GPU's
                          previous turn; True (a CPU host: the forward shares the cores):
                          they add to the turn. The live decider has the same switch.
