@@ -22,6 +22,7 @@ sets nothing by hand (measured requirements: docs/sglang-on-cpu.md):
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from typing import Any, Iterator
@@ -70,13 +71,9 @@ def serial_ops() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-_GPU: list[bool] = []
-
-
+@functools.lru_cache(maxsize=None)
 def _on_gpu() -> bool:
-    if not _GPU:
-        _GPU.append(has_cuda())
-    return _GPU[0]
+    return has_cuda()
 
 
 def cpu_load_intervals() -> list[tuple[float, float]]:
