@@ -10,14 +10,15 @@ decider keeps 5% free) and
 decider brings them back (one allocation, one copy back, one rebuilt decode batch per turn).
 The stage times its own scheduler work per move (park: host slots, the copy's submission,
 rows out of the batch, device slots and tree locks released once the copy read them; issue:
-device slots, the copy back; rejoin: rows, KV lengths, the decode batch, its merge) and
-reports it (`kv_move_s`, by phase); waits for a copy are apart (`copy_wait_s`). Each point
+a match and lock of a prompt the device still holds, device slots, the copy back; rejoin:
+rows, KV lengths, the decode batch, its merge) and reports it (`kv_move_s`, by phase); waits for a copy are apart (`copy_wait_s`). Each point
 runs two such batches on one engine and measures the second (warm: the first moves of a
 process pay for lazy imports and first allocations, reported as `cold`). Prints a line per
 point, and writes JSON: per point us_per_move, us_per_kv_mb (scheduler time per MB of KV
 handed between the tiers), the phases, moves, how many requests a copy or a rejoin moved at
-once, and at n = 64 (the acceptance point) `us_per_move` and `us_per_kv_mb` at the top
-level.
+once, the rejoins' prompt tokens the device tree still held (relocked rather than loaded) and
+the share of rejoined KV that crossed the link, and at n = 64 (the acceptance point)
+`us_per_move` and `us_per_kv_mb` at the top level.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ NEW = 16
 
 
 _COUNTERS = ("parks", "rejoins", "recomputes", "kv_move_s", "kv_move_cpu_s", "copy_wait_s", "moved_kv_tokens", "h2d_bytes",
-             "d2h_bytes", "park_copies", "rejoin_batches", "windows")
+             "d2h_bytes", "park_copies", "rejoin_batches", "windows", "reused_prefix_tokens")
 
 
 def _moves(after: dict, before: dict | None) -> dict:
@@ -47,6 +48,11 @@ def _moves(after: dict, before: dict | None) -> dict:
     out["move_phase_s"] = {k: v - b.get("move_phase_s", {}).get(k, 0.0)
                            for k, v in after["move_phase_s"].items()}
     return out
+
+
+def _loaded_fraction(p: dict, per_token: int) -> float | None:
+    loaded = p["h2d_bytes"] / per_token
+    return loaded / (loaded + p["reused_prefix_tokens"]) if loaded + p["reused_prefix_tokens"] else None
 
 
 def _figures(p: dict, per_token: int) -> dict:
@@ -62,6 +68,10 @@ def _figures(p: dict, per_token: int) -> dict:
         "cpu_us_per_move": 1e6 * p["kv_move_cpu_s"] / moves if moves else None,
         "phase_us_per_move": {k: 1e6 * v / moves for k, v in p["move_phase_s"].items()} if moves else {},
         "kv_mb": kv_mb, "h2d_bytes": p["h2d_bytes"], "d2h_bytes": p["d2h_bytes"],
+        # rejoins' prompt tokens the device tree still held (relocked, not loaded), and the
+        # share of the rejoined KV that crossed the link
+        "reused_prefix_tokens": p["reused_prefix_tokens"],
+        "loaded_fraction": _loaded_fraction(p, per_token),
         # how many requests a batched step moved at once: per-batch costs over these
         "parks_per_copy": p["parks"] / p["park_copies"] if p["park_copies"] else None,
         "rejoins_per_batch": p["rejoins"] / p["rejoin_batches"] if p["rejoin_batches"] else None,
@@ -108,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_moves n={n:4d} L={L:5d}: {r['moves']:6d} moves, "
               f"{r['us_per_move'] or 0:8.1f} us/move ({phases}), "
               f"{r['us_per_kv_mb'] or 0:9.1f} us/KV MB, {r['parks_per_copy'] or 0:.1f} parks a copy, "
-              f"{r['rejoins_per_batch'] or 0:.1f} rejoins a batch, recomputes {r['recomputes']} "
+              f"{r['rejoins_per_batch'] or 0:.1f} rejoins a batch, "
+              f"{100 * (r['loaded_fraction'] or 0):.0f}% of rejoined KV loaded, recomputes {r['recomputes']} "
               f"(cold: {r['cold']['us_per_move'] or 0:.1f} us/move)", flush=True)
     at64 = [r for r in rows if r["requests"] == 64 and r["us_per_move"] is not None]
     out = {

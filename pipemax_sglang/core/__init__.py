@@ -22,7 +22,8 @@ from .baselines import SELECTORS, select_fcfs, select_none, select_oldest, selec
 from .budget import (BudgetPolicy, Commitment, LinkTimeline, PipelineBudget, PrefetchBudget,
                      StageBudget, pipelined_nows)
 from .capacity import TurnOptimum, turn_optimum
-from .cost_model import StepCost, StepCostModel, TransferModel, fit_step_cost, prior_step_cost
+from .cost_model import (PREFIX_MATCH_S, StepCost, StepCostModel, TransferModel, fit_step_cost,
+                         prefix_reuse_min_tokens, prior_step_cost)
 from .exact import select_exact
 from .hardware import (PROFILES, HardwareProfile, LinkFit, Measurements, StepSample,
                        TransferSample, fit_link, fit_profile)
@@ -33,13 +34,14 @@ from .selector_types import (Candidate, HostNode, Plan, Resident, SelectorInput,
                              SelectorParams)
 
 __all__ = [
-    "PROFILES", "SELECTORS", "BudgetPolicy", "Candidate", "Commitment", "HardwareProfile",
+    "PREFIX_MATCH_S", "PROFILES", "SELECTORS", "BudgetPolicy", "Candidate", "Commitment", "HardwareProfile",
     "HostNode", "LinkFit", "LinkTimeline", "Measurements", "ModelKVConfig", "PipelineBudget",
     "Plan", "PrefetchBudget", "Resident", "SelectorInput", "SelectorParams", "StageBudget",
     "StepCost", "StepCostModel", "StepSample", "TransferModel", "TransferSample", "TurnOptimum",
     "feasible",
     "fit_link", "fit_profile", "fit_step_cost", "kv_bytes_per_token", "objective",
-    "pipelined_nows", "plan_totals", "pp_layer_split", "prior_step_cost", "select_exact",
+    "pipelined_nows", "plan_totals", "pp_layer_split", "prefix_reuse_min_tokens", "prior_step_cost",
+    "select_exact",
     "select_fcfs", "select_greedy", "select_none", "select_oldest", "select_shortest",
     "stage_kv_bytes_per_token", "turn_optimum",
 ]

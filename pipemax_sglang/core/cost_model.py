@@ -153,3 +153,21 @@ class TransferModel:
         if usable <= 0.0:
             return 0
         return int(math.floor(usable * self.h2d_bytes_per_s))
+
+
+# What it costs the scheduler to find and relock a parked request's prompt in the radix tree
+# at its rejoin (one match of the prompt's key, one path of slots, one lock): measured with
+# benchmarks/bench_moves.py at 64 requests of 512 prompt tokens on the 2-core CI hosts, the
+# prefetch issue took ~100 us more per rejoin with the match than without.
+PREFIX_MATCH_S = 100e-6
+
+
+def prefix_reuse_min_tokens(link_bytes_per_s: float | None, kv_bytes_per_token: int,
+                            match_s: float = PREFIX_MATCH_S) -> int | None:
+    """The fewest prompt tokens worth relocking rather than loading: where the link would
+    carry them in less time than the match costs the scheduler, loading is cheaper. None
+    where there is no link to spare (host and device are one memory, as on CPU: a load is a
+    copy on another thread, and the match only adds scheduler time)."""
+    if not link_bytes_per_s or kv_bytes_per_token <= 0:
+        return None
+    return max(1, math.ceil(match_s * link_bytes_per_s / kv_bytes_per_token))

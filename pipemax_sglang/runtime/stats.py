@@ -13,6 +13,7 @@ class PipeMaxStats:
     parked_now: int = 0
     parked_peak: int = 0
     h2d_bytes: int = 0             # KV loaded back host -> device for rejoins
+    reused_prefix_tokens: int = 0  # rejoins' prompt tokens the tree still held on the device
     d2h_bytes: int = 0             # KV newly written device -> host when parking
     prefetch_stall_s: float = 0.0  # time a turn waited for its prefetch to land
     kv_move_s: float = 0.0         # scheduler time spent parking, issuing prefetches, rejoining

@@ -205,6 +205,39 @@ def tree_root(tree_cache, req):
     return tree_cache.root_node_handle(req.extra_key)
 
 
+class DevicePrefix(NamedTuple):
+    """The part of a parked request's KV the tree still holds on the device, locked."""
+    length: int
+    indices: Any            # device slots of tokens [0, length)
+    node: Any               # the tree node the path ends at (the request's last_node)
+    lock: Any               # TreeLock on it (tree_cache.unlock releases it)
+
+
+def match_device_prefix(sched, req, tokens: int) -> DevicePrefix | None:
+    """The longest device-resident tree prefix of req's first `tokens` tokens, locked so that
+    eviction cannot take it; None when the tree holds none of it on the device. One walk of
+    the tree (UnifiedRadixCache.match_prefix, with the radix key SGLang's own admission
+    builds, mem_cache/common.py _req_radix_key), one lock; host-resident parts are ignored
+    (the request's own host copy has them). Deterministic for equal trees, so every stage
+    matches the same."""
+    if tokens <= 0:
+        return None
+    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
+    from sglang.srt.mem_cache.radix_cache import RadixKey
+
+    tc = sched.tree_cache
+    ids = req.origin_input_ids
+    ids = ids[:tokens] if tokens <= len(ids) else (ids + req.output_ids)[:tokens]
+    res = tc.match_prefix(MatchPrefixParams(
+        key=RadixKey(token_ids=ids, extra_key=req.extra_key, cache_salt=req.cache_salt)))
+    n = int(res.device_prefix_len)
+    if n <= 0:
+        return None
+    node = res.last_device_node
+    lock = tc.lock(node)
+    return DevicePrefix(n, tc.path_device_indices(node)[:n].long(), node, lock)
+
+
 def host_alloc(sched, tokens: int):
     """Host-pool slots for parked KV (int64 indices), or None when the pool is full."""
     return host_pool(sched).alloc(tokens)

@@ -10,8 +10,11 @@ cache, shared with every other request, evictable and spilled by HiCache as SGLa
                        slots are freed and their tree locks released. The row stays: an
                        in-flight result may still stash a token under it.
     park_finish(req)   once that result is processed: the row is freed.
-    prefetch_many(ps)  before their next turn: device slots for their KV, ONE allocation.
-    load_many(pfs)     ONE host-to-device copy, on the link HiCache's loads use, behind them.
+    prefetch_many(ps)  before their next turn: where the tree still holds a request's prompt
+                       on the device, it is locked and reused (one match, one lock); device
+                       slots for the rest of their KV, ONE allocation.
+    load_many(pfs)     ONE host-to-device copy of what was not reused, on the link HiCache's
+                       loads use, behind them.
     rejoin(pfs)        at the turn, after the loads landed: fresh rows over the slots, the
                        KV lengths restored, a decode batch to merge. Nothing recomputed.
 
@@ -20,18 +23,22 @@ prefix: every park inserted a node (a one-token node when a request parks every 
 submitted a write-through per node, every rejoin walked the tree again; measured, a move
 cost 150-400 us of scheduler time, 88% of a park in SGLang's checkpoint (py-spy), and with
 a pressed device the rejoin's prefix had to be found, reloaded and relocked node by node.
-Here a move is a few tensor slices per request; the tree is touched once, to unlock a
-request's prompt at its first park. The price: a rejoined request holds its own device
-copy of a prompt it shares with others (until it finishes, when SGLang's insert frees the
-duplicate), and its first park copies its prompt to host although HiCache may hold it too.
+Here a move is a few tensor slices per request; the tree is touched to unlock a request's
+prompt at park and, at its rejoin, once to match and lock the prompt if the device still
+holds it (then its slots are reused: no eviction to make room for a second copy, nothing on
+the link for it). Where the tree evicted part of the prompt meanwhile, the rejoin loads the
+whole KV from the request's own copy and owns it (until it finishes, when SGLang's insert
+frees what duplicates the tree); its first park copies its prompt to host although HiCache
+may hold it too.
 
 Invariants kept here, and why they hold:
 - No device slot is freed, and no tree lock released, before the copy that reads them
   finished (DeferredFrees); an abandoned prefetch's slots wait for their load likewise.
 - No host copy is lost while parked: the tree never frees HostCopy slots; they go back
   only when the request finishes, is aborted, or goes to SGLang's recompute (release_ring).
-- A rejoin brings all L tokens back, from the request's own copy: it cannot find its KV
-  evicted, so a parked request never needs recompute.
+- A rejoin has all L tokens: [0, P') from the tree, locked before the allocation that could
+  evict them, and [P', L) from the request's own copy: it cannot find its KV evicted, so a
+  parked request never needs recompute. P' is at most the prefix the tree held at park.
 - page_size 1 only (config check).
 """
 
@@ -110,6 +117,7 @@ class ParkedReq:
     ready: bool = False      # in-flight result processed and row freed
     rounds_waited: int = 0
     owner: Any = None        # the PipeMaxStage (the release hook reaches it through the Req)
+    tree_len: int = 0        # P: its first P tokens were the tree's at park (its prompt)
 
     @property
     def rid(self) -> str:
@@ -120,8 +128,11 @@ class ParkedReq:
 class Prefetch:
     parked: ParkedReq
     target_turn: int
-    device: torch.Tensor                   # the request's new device slots for [0, L)
+    device: torch.Tensor                   # the request's new device slots for [len(prefix), L)
     load: Any = None                       # the copy filling them (None: not issued yet)
+    prefix: torch.Tensor = field(default_factory=lambda: _NO_INDICES)   # tree slots [0, P'), locked
+    node: Any = None                       # the tree node the prefix ends at
+    lock: Any = None                       # the lock holding it (released with the prefetch)
 
 
 class DeferredFrees:
@@ -175,7 +186,7 @@ def park_many(reqs: list, sched, frees: DeferredFrees, turn: int) -> list[tuple[
     """Park `reqs` (their forward on this stage done): one device-to-host copy of every
     token their HostCopies lack. Their own device slots [P, L) (P: the tree-owned prefix,
     kv.cache_protected_len) and their tree locks are released once the copy has read them.
-    Returns per request (L, tokens copied), or None, with nothing changed, when the host pool
+    Returns per request (L, tokens copied, P), or None, with nothing changed, when the host pool
     cannot take the tokens (the caller reserved them: another user filled it in between)."""
     r2t = sched.req_to_token_pool.req_to_token
     rows, known, lens, prefix = [], [], [], []
@@ -201,7 +212,7 @@ def park_many(reqs: list, sched, frees: DeferredFrees, turn: int) -> list[tuple[
     counts = [L - k for L, k in zip(lens, known)]
     parts = torch.split(host, counts) if n else [_NO_INDICES] * len(reqs)
     out = []
-    for req, part, c, L in zip(reqs, parts, counts, lens):
+    for req, part, c, L, P in zip(reqs, parts, counts, lens, prefix):
         ring = getattr(req, "pipemax_ring", None)
         if ring is None:
             ring = req.pipemax_ring = HostCopy()
@@ -211,7 +222,7 @@ def park_many(reqs: list, sched, frees: DeferredFrees, turn: int) -> list[tuple[
         if req.lock is not None:
             frees.add(turn, copy, _NO_INDICES, req.lock)
             req.lock = None
-        out.append((L, c))
+        out.append((L, c, P))
     return out
 
 
@@ -232,20 +243,35 @@ def release_ring(req, tree_cache) -> None:
             compat.host_pool_of(tree_cache).free(ring.indices())
 
 
-def prefetch_many(wanted: list, sched) -> tuple[list[Prefetch], list]:
+def prefetch_many(wanted: list, sched, reuse_min_tokens: int | None = None) -> tuple[list[Prefetch], list]:
     """Device slots for (target_turn, parked) pairs, in order, while they fit: one
-    allocation for all when they do. Returns (prefetches, the pairs left parked)."""
-    sizes = [p.kv_len for _, p in wanted]
+    allocation for all when they do. Where the tree still holds a request's prompt on the
+    device (it was unlocked at park, not yet evicted), that prefix is locked and reused, and
+    only [P', L) is allocated and loaded: no eviction of the old copy for room to hold a new
+    one, no bytes on the link for it. Matched before allocating, so the allocation's eviction
+    cannot take it; tried only for a prompt of at least `reuse_min_tokens` (None: never),
+    where the link time it saves exceeds what the match costs the scheduler
+    (core.cost_model.prefix_reuse_min_tokens). Returns (prefetches, the pairs left parked)."""
+    pres = [compat.match_device_prefix(sched, p.req, p.tree_len)
+            if reuse_min_tokens is not None and p.tree_len >= reuse_min_tokens else None
+            for _, p in wanted]
+    made = [Prefetch(p, target, _NO_INDICES) if m is None else
+            Prefetch(p, target, _NO_INDICES, prefix=m.indices, node=m.node, lock=m.lock)
+            for (target, p), m in zip(wanted, pres)]
+    sizes = [pf.parked.kv_len - len(pf.prefix) for pf in made]
     slots = compat.alloc_device(sched, sum(sizes)) if wanted else None
-    if slots is None:
-        made = []
-        for (target, p), n in zip(wanted, sizes):
-            s = compat.alloc_device(sched, n)
-            if s is None:
-                break
-            made.append(Prefetch(p, target, s))
-        return made, wanted[len(made):]
-    return [Prefetch(p, target, s) for (target, p), s in zip(wanted, torch.split(slots, sizes))], []
+    if slots is not None:
+        for pf, s in zip(made, torch.split(slots, sizes)):
+            pf.device = s
+        return made, []
+    for i, (pf, n) in enumerate(zip(made, sizes)):
+        s = compat.alloc_device(sched, n)
+        if s is None:
+            for rest in made[i:]:
+                sched.tree_cache.unlock(rest.lock)    # nothing reads them yet
+            return made[:i], wanted[i:]
+        pf.device = s
+    return made, []
 
 
 def load_many(prefetches: list[Prefetch], sched):
@@ -254,9 +280,12 @@ def load_many(prefetches: list[Prefetch], sched):
     todo = [pf for pf in prefetches if pf.load is None and len(pf.device)]
     if not todo:
         return None
+    parts = []
     for pf in todo:
-        assert pf.parked.req.pipemax_ring.tokens == pf.parked.kv_len, pf.parked.rid
-    host = torch.cat([c for pf in todo for c in pf.parked.req.pipemax_ring.chunks])
+        ring = pf.parked.req.pipemax_ring
+        assert ring.tokens == pf.parked.kv_len, pf.parked.rid
+        parts.extend(ring.chunks if not len(pf.prefix) else [ring.indices()[len(pf.prefix):]])
+    host = torch.cat(parts)
     copy = compat.copy_to_device(sched, host, torch.cat([pf.device for pf in todo]))
     for pf in todo:
         pf.load = copy
@@ -264,15 +293,17 @@ def load_many(prefetches: list[Prefetch], sched):
 
 
 def abandon(pf: Prefetch, frees: DeferredFrees, turn: int) -> None:
-    frees.add(turn, pf.load, pf.device)      # a load may still be writing them
-    pf.device = _NO_INDICES
+    frees.add(turn, pf.load, pf.device, pf.lock)      # a load may still be writing them
+    pf.device = pf.prefix = _NO_INDICES
+    pf.lock = None
 
 
 def rejoin(prefetches: list[Prefetch], scheduler) -> Any:
     """Rows and KV lengths for the prefetched requests; returns their decode ScheduleBatch.
 
-    The caller has fenced on the loads. Each request owns all its KV now, as a request that
-    matched no prefix at admission does (no tree lock, protected length 0): when it finishes,
+    The caller has fenced on the loads. Each request holds its KV as a request admitted with a
+    matched prefix does: the tree's prefix [0, P') under the prefetch's lock (protected and
+    inserted length P'; P' = 0: no lock, it owns all), its own slots above: when it finishes,
     SGLang's own insert frees what duplicates the tree. The decode input (each request's last
     output token) is stashed under its new row by SGLang's own helper."""
     tree_cache = scheduler.tree_cache
@@ -282,17 +313,19 @@ def rejoin(prefetches: list[Prefetch], scheduler) -> Any:
         L = pf.parked.kv_len
         assert len(req.origin_input_ids) + len(req.output_ids) - 1 == L, (req.rid, L)
         assert req.lock is None, req.rid
-        req.last_node = compat.tree_root(tree_cache, req)
-        req.prefix_len = 0
+        req.last_node = pf.node if pf.lock is not None else compat.tree_root(tree_cache, req)
+        req.lock, pf.lock = pf.lock, None
+        req.prefix_len = len(pf.prefix)
     rows = scheduler.req_to_token_pool.alloc(reqs)
     if rows is None:
         raise RuntimeError("pipemax: no free req_to_token rows for rejoining requests")
     lens = [pf.parked.kv_len for pf in prefetches]
     write_rows(scheduler.req_to_token_pool, [r.kv.req_pool_idx for r in reqs],
-               [pf.device for pf in prefetches], lens)
+               [pf.device if not len(pf.prefix) else torch.cat([pf.prefix, pf.device])
+                for pf in prefetches], lens)
     for pf, L in zip(prefetches, lens):
-        pf.device = _NO_INDICES          # the request's own slots now (SGLang frees them)
         kv = pf.parked.req.kv
-        kv.cache_protected_len = kv.cache_inserted_len = 0
+        kv.cache_protected_len = kv.cache_inserted_len = len(pf.prefix)
+        pf.device = pf.prefix = _NO_INDICES      # the request's now (SGLang frees its own)
         kv.kv_committed_len = kv.kv_allocated_len = L
     return compat.build_decode_batch(scheduler, reqs)

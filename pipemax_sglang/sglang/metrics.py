@@ -10,6 +10,7 @@ from __future__ import annotations
 GAUGES = {
     "h2d_bytes": "KV bytes loaded back host->device for rejoining requests",
     "d2h_bytes": "KV bytes newly written device->host when parking",
+    "reused_prefix_tokens": "Rejoining requests' prompt tokens reused from the device tree (not loaded)",
     "prefetch_stall_s": "Seconds turns waited for their prefetch to land",
     "budget_utilisation": "Planned prefetch bytes over budget bytes",
     "parked_now": "Requests parked in host memory now",

@@ -38,6 +38,7 @@ from pipemax_sglang.sglang.kv_moves import ParkedReq, Prefetch
 from pipemax_sglang.sglang.messages import PipeMaxPlan
 from pipemax_sglang.core import decision_log
 from pipemax_sglang.core.admission import Admission, AdmissionView, admission, park_order
+from pipemax_sglang.core.cost_model import prefix_reuse_min_tokens
 from pipemax_sglang.core.decider import MOVES_TO_PRICE, Decider, PoolEntry, TurnView
 from pipemax_sglang.core.watchdog import Watchdog
 
@@ -92,6 +93,7 @@ class PipeMaxStage:
         self.overlap = OverlapMeter()
         self._launched: deque[int] = deque(maxlen=self.M)
         self.decider = self._make_decider() if compat.is_decider_rank() else None
+        self.reuse_min_tokens = self._reuse_min_tokens()
         self.watchdog = Watchdog(config.watchdog_s) if self.decider is not None else None
         self.stock = False               # the watchdog tripped: SGLang's own path from now on
         self._admit_sent = self.M
@@ -111,6 +113,15 @@ class PipeMaxStage:
         link = gbps * 1e9 if gbps else compat.link_bytes_per_s()
         return Decider(self.config.decider(), k, self.ranks.pp_size, link,
                        moves_serialize=not platform.has_cuda())
+
+    def _reuse_min_tokens(self) -> int | None:
+        """The fewest prompt tokens a rejoin relocks in the tree rather than loads (None:
+        never, as where host and device are one memory). From the configuration, the
+        device's link and the model's largest per-stage KV, the same on every stage (as
+        the decider's budget assumes), so that every stage allocates and evicts alike."""
+        gbps = self.config.emulate_link_gbps
+        link = gbps * 1e9 if gbps else compat.link_bytes_per_s()
+        return prefix_reuse_min_tokens(link, compat.binding_kv_bytes_per_token(self.sched))
 
     @contextlib.contextmanager
     def _moving(self, phase: str):
@@ -258,8 +269,8 @@ class PipeMaxStage:
             self._host_full()
             return []
         per_token = compat.kv_bytes_per_token(self.sched)
-        for req, (L, copied) in zip(reqs, done):
-            p = ParkedReq(req, L, turn, self.arrivals, owner=self)
+        for req, (L, copied, P) in zip(reqs, done):
+            p = ParkedReq(req, L, turn, self.arrivals, owner=self, tree_len=P)
             self.arrivals += 1
             req.pipemax_parked = p
             self.pool[req.rid] = p
@@ -428,12 +439,13 @@ class PipeMaxStage:
     def _prefetch(self, wanted: list) -> tuple[list, list]:
         """Device slots for (target_turn, parked) pairs; returns (those the device could not
         take, the prefetches made)."""
-        made, short = kv_moves.prefetch_many(wanted, self.sched)
+        made, short = kv_moves.prefetch_many(wanted, self.sched, self.reuse_min_tokens)
         per_token = compat.kv_bytes_per_token(self.sched)
         for pf in made:
             self.pool.pop(pf.parked.rid)
             self.prefetched[pf.target_turn].append(pf)
-            self.stats.h2d_bytes += pf.parked.kv_len * per_token
+            self.stats.h2d_bytes += len(pf.device) * per_token
+            self.stats.reused_prefix_tokens += len(pf.prefix)
         return short, made
 
     # ---- the turn --------------------------------------------------------------------------

@@ -155,3 +155,19 @@ def test_fit_is_refreshed_every_refit_every_samples_not_every_step():
     assert model.current() != first                       # the 4th new sample refits
     with pytest.raises(ValueError):
         StepCostModel(TRUE, refit_every=0)
+
+
+def test_prefix_reuse_pays_only_where_the_link_is_slower_than_the_match():
+    from pipemax_sglang.core import PREFIX_MATCH_S, prefix_reuse_min_tokens
+
+    # no link to spare (CPU: one memory): never relock
+    assert prefix_reuse_min_tokens(None, 2048) is None
+    # 1 GB/s, 2 KiB a token: the match's 100 us carries 48.8 tokens, so 49 is the first
+    # prompt that takes longer to load than to relock
+    n = prefix_reuse_min_tokens(1e9, 2048)
+    assert n == 49
+    assert (n - 1) * 2048 / 1e9 < PREFIX_MATCH_S <= n * 2048 / 1e9
+    # a PCIe 4 GPU stage of a 70B model (40 KB a token): a few dozen tokens already pay
+    assert prefix_reuse_min_tokens(25e9, 40 * 1024) == 62
+    # a faster link makes loading cheaper, so reuse needs longer prompts
+    assert prefix_reuse_min_tokens(50e9, 40 * 1024) > prefix_reuse_min_tokens(25e9, 40 * 1024)

@@ -67,8 +67,9 @@ def _assert_parked_without_recompute(status, pp: int):
         assert all(x["turn_seconds"] > 0 for x in steps[:-1])
         assert all(1 <= x["active_mbs"] <= s["micro_batches"] for x in steps)
         assert st["prefill_samples"] and all(x["tokens"] >= x["rows"] > 0 for x in st["prefill_samples"])
-    # every stage applied the same parks and rejoins
-    assert len({(s["pipemax"]["parks"], s["pipemax"]["rejoins"]) for s in stages}) == 1
+    # every stage applied the same parks and rejoins, and reused the same prompt tokens
+    assert len({(s["pipemax"]["parks"], s["pipemax"]["rejoins"], s["pipemax"]["reused_prefix_tokens"])
+                for s in stages}) == 1
 
 
 @pytest.mark.parametrize("pp", [1, 2], ids=["pp1", "pp2"])
@@ -80,6 +81,9 @@ def test_tokens_equal_stock_and_hf_while_parking(tiny_model, reference, tmp_path
     assert stock == reference
     assert stock_status["enabled"] is False and stock_status["stages"] == []
     _assert_parked_without_recompute(status, pp)
+    # host and device are one memory here (no emulated link): a rejoin never pays for a
+    # tree match to save a copy (core.cost_model.prefix_reuse_min_tokens)
+    assert all(s["pipemax"]["reused_prefix_tokens"] == 0 for s in status["stages"])
 
     # identical batch composition on every stage at every turn, from the stages' own records
     records = [[json.loads(line) for line in open(f)] for f in sorted(glob.glob(os.path.join(tmp_path, "batches-pp*-tp0.jsonl")))]
@@ -122,3 +126,28 @@ def test_emulated_link_budget_binds_and_is_never_exceeded(tiny_model, reference,
         st = status["stages"][0]["pipemax"]
         assert st["load_s"] > 0 and st["overlap_fraction"] is not None
         assert st["overlap_fraction"] >= 0.5, (st["overlap_fraction"], st["load_s"], st["load_wait_s"])
+
+
+SHARED = random_prompts(1, 48, 48, seed=11)[0]
+SHARED_PROMPTS = [SHARED + p for p in random_prompts(24, 24, 60, seed=12)]
+
+
+def test_a_rejoin_reuses_a_prompt_the_device_still_holds(tiny_model):
+    """Requests sharing a system prompt, over a 0.25 GB/s link (where a 48-token prompt takes
+    longer to load than to relock): while any of them runs, the tree keeps the shared prefix
+    on the device, so a parked one's rejoin matches and relocks it and loads only the rest
+    from its host copy. Tokens equal Hugging Face's, and every stage reused the same tokens."""
+    ref = hf_greedy(tiny_model, SHARED_PROMPTS, NEW)
+    assert sum(len(p) + NEW for p in SHARED_PROMPTS) >= 4 * (CAP // 2)
+    kw = {"pp_async_batch_depth": 2, "pipemax_host_kv_tokens": 16384, "pipemax_emulate_link_gbps": 0.25}
+    with EngineProcess(model_path=tiny_model, pp_size=2, max_total_tokens=CAP // 2, log_level="error", **kw) as eng:
+        outs = eng.generate(input_ids=SHARED_PROMPTS, sampling_params={**GREEDY, "max_new_tokens": NEW})
+        status = eng.status()
+    assert [o["output_ids"] for o in outs] == ref
+    stages = [s["pipemax"] for s in status["stages"]]
+    assert len(stages) == 2
+    for st in stages:
+        assert st["rejoins"] > 0 and st["recomputes"] == 0, st
+        assert st["reused_prefix_tokens"] >= len(SHARED), st
+        assert st["parked_now"] == 0 and st["prefetching"] == 0
+    assert len({(st["rejoins"], st["reused_prefix_tokens"], st["h2d_bytes"]) for st in stages}) == 1
