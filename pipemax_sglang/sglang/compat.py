@@ -235,6 +235,8 @@ def match_device_prefix(sched, req, tokens: int) -> DevicePrefix | None:
         return None
     node = res.last_device_node
     lock = tc.lock(node)
+    if lock is None:        # a streaming session's virtual node: its slot holds the KV, not the tree
+        return None
     return DevicePrefix(n, tc.path_device_indices(node)[:n].long(), node, lock)
 
 
