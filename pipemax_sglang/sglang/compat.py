@@ -233,11 +233,8 @@ def match_device_prefix(sched, req, tokens: int) -> DevicePrefix | None:
     n = int(res.device_prefix_len)
     if n <= 0:
         return None
-    node = res.last_device_node
-    lock = tc.lock(node)
-    if lock is None:        # a streaming session's virtual node: its slot holds the KV, not the tree
-        return None
-    return DevicePrefix(n, tc.path_device_indices(node)[:n].long(), node, lock)
+    node = res.last_device_node       # a tree node: with req=None no session shortcut applies
+    return DevicePrefix(n, tc.path_device_indices(node)[:n].long(), node, tc.lock(node))
 
 
 def host_alloc(sched, tokens: int):
@@ -335,18 +332,23 @@ def kv_bytes_per_token(sched) -> int:
 
 def binding_kv_bytes_per_token(sched) -> int:
     """The largest per-token KV of any stage: a plan sized for it fits every stage."""
+    return max(kv_bytes_per_token(sched), model_kv_bytes_per_token(sched) or 0)
+
+
+def model_kv_bytes_per_token(sched) -> int | None:
+    """The largest per-stage KV a token, from the model's configuration: the same on every
+    stage. None where the configuration does not say."""
     from pipemax_sglang.core import ModelKVConfig, stage_kv_bytes_per_token
 
-    mine = kv_bytes_per_token(sched)
     try:
         cfg = sched.model_config.hf_text_config.to_dict()
         itemsize = sched.token_to_kv_pool_allocator.get_kvcache().dtype.itemsize
         dtype = {1: "float8_e4m3fn", 2: "bfloat16", 4: "float32"}[itemsize]
         per_stage = stage_kv_bytes_per_token(ModelKVConfig.from_hf_config(cfg, kv_dtype=dtype),
                                              get_parallel().pp_size, get_parallel().tp_size)
-        return max(mine, max(per_stage))
+        return max(per_stage)
     except (KeyError, ValueError, AttributeError):
-        return mine
+        return None
 
 
 def link_bytes_per_s() -> float | None:

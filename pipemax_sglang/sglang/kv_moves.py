@@ -38,7 +38,8 @@ Invariants kept here, and why they hold:
   only when the request finishes, is aborted, or goes to SGLang's recompute (release_ring).
 - A rejoin has all L tokens: [0, P') from the tree, locked before the allocation that could
   evict them, and [P', L) from the request's own copy: it cannot find its KV evicted, so a
-  parked request never needs recompute. P' is at most the prefix the tree held at park.
+  parked request never needs recompute. P' is at most the prefix the tree held at park,
+  and below L, so every rejoin has a load of its own to fence on (prefetch_many says why).
 - page_size 1 only (config check).
 """
 
@@ -252,7 +253,10 @@ def prefetch_many(wanted: list, sched, reuse_min_tokens: int | None = None) -> t
     cannot take it; tried only for a prompt of at least `reuse_min_tokens` (None: never),
     where the link time it saves exceeds what the match costs the scheduler
     (core.cost_model.prefix_reuse_min_tokens). Returns (prefetches, the pairs left parked)."""
-    pres = [compat.match_device_prefix(sched, p.req, p.tree_len)
+    # at most L - 1 tokens: every prefetch loads something, so its turn fences on a copy
+    # submitted after the match, on the stream HiCache's load-backs use (FIFO): a prefix the
+    # tree marked on-device for an admission's load-back is filled before the rejoin reads it
+    pres = [compat.match_device_prefix(sched, p.req, min(p.tree_len, p.kv_len - 1))
             if reuse_min_tokens is not None and p.tree_len >= reuse_min_tokens else None
             for _, p in wanted]
     made = [Prefetch(p, target, _NO_INDICES) if m is None else
@@ -269,6 +273,7 @@ def prefetch_many(wanted: list, sched, reuse_min_tokens: int | None = None) -> t
         if s is None:
             for rest in made[i:]:
                 sched.tree_cache.unlock(rest.lock)    # nothing reads them yet
+                rest.lock = None
             return made[:i], wanted[i:]
         pf.device = s
     return made, []

@@ -118,10 +118,13 @@ class PipeMaxStage:
         """The fewest prompt tokens a rejoin relocks in the tree rather than loads (None:
         never, as where host and device are one memory). From the configuration, the
         device's link and the model's largest per-stage KV, the same on every stage (as
-        the decider's budget assumes), so that every stage allocates and evicts alike."""
+        the decider's budget assumes), so that every stage allocates and evicts alike; where
+        the model's configuration does not give that KV, never (a stage's own KV differs by
+        stage)."""
         gbps = self.config.emulate_link_gbps
         link = gbps * 1e9 if gbps else compat.link_bytes_per_s()
-        return prefix_reuse_min_tokens(link, compat.binding_kv_bytes_per_token(self.sched))
+        k = compat.model_kv_bytes_per_token(self.sched)
+        return prefix_reuse_min_tokens(link, k) if k else None
 
     @contextlib.contextmanager
     def _moving(self, phase: str):

@@ -133,10 +133,10 @@ SHARED_PROMPTS = [SHARED + p for p in random_prompts(24, 24, 60, seed=12)]
 
 
 def test_a_rejoin_reuses_a_prompt_the_device_still_holds(tiny_model):
-    """Requests sharing a system prompt, over a 0.25 GB/s link (where a 48-token prompt takes
-    longer to load than to relock): while any of them runs, the tree keeps the shared prefix
-    on the device, so a parked one's rejoin matches and relocks it and loads only the rest
-    from its host copy. Tokens equal Hugging Face's, and every stage reused the same tokens."""
+    """Requests sharing a system prompt, over a 0.25 GB/s link (where a prompt of a dozen
+    tokens or more takes longer to load than to relock): while any of them runs, the tree
+    keeps the shared prefix on the device, so a parked one's rejoin matches and relocks it
+    and loads only the rest from its host copy. Tokens equal Hugging Face's, and every stage reused the same tokens."""
     ref = hf_greedy(tiny_model, SHARED_PROMPTS, NEW)
     assert sum(len(p) + NEW for p in SHARED_PROMPTS) >= 4 * (CAP // 2)
     kw = {"pp_async_batch_depth": 2, "pipemax_host_kv_tokens": 16384, "pipemax_emulate_link_gbps": 0.25}
