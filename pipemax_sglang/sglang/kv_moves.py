@@ -183,7 +183,7 @@ def new_host_tokens(req) -> int:
     return req.kv.kv_committed_len - (ring.tokens if ring is not None else 0)
 
 
-def park_many(reqs: list, sched, frees: DeferredFrees, turn: int) -> list[tuple[int, int]] | None:
+def park_many(reqs: list, sched, frees: DeferredFrees, turn: int) -> list[tuple[int, int, int]] | None:
     """Park `reqs` (their forward on this stage done): one device-to-host copy of every
     token their HostCopies lack. Their own device slots [P, L) (P: the tree-owned prefix,
     kv.cache_protected_len) and their tree locks are released once the copy has read them.
@@ -244,7 +244,8 @@ def release_ring(req, tree_cache) -> None:
             compat.host_pool_of(tree_cache).free(ring.indices())
 
 
-def prefetch_many(wanted: list, sched, reuse_min_tokens: int | None = None) -> tuple[list[Prefetch], list]:
+def prefetch_many(wanted: list, sched,
+                  reuse_min_tokens: int | None = None) -> tuple[list[Prefetch], list]:
     """Device slots for (target_turn, parked) pairs, in order, while they fit: one
     allocation for all when they do. Where the tree still holds a request's prompt on the
     device (it was unlocked at park, not yet evicted), that prefix is locked and reused, and
