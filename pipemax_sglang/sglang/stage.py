@@ -109,9 +109,7 @@ class PipeMaxStage:
 
     def _make_decider(self) -> Decider:
         k = compat.binding_kv_bytes_per_token(self.sched)
-        gbps = self.config.emulate_link_gbps
-        link = gbps * 1e9 if gbps else compat.link_bytes_per_s()
-        return Decider(self.config.decider(), k, self.ranks.pp_size, link,
+        return Decider(self.config.decider(), k, self.ranks.pp_size, self._link_bytes_per_s(),
                        moves_serialize=not platform.has_cuda())
 
     def _reuse_min_tokens(self) -> int | None:
@@ -121,10 +119,14 @@ class PipeMaxStage:
         the decider's budget assumes), so that every stage allocates and evicts alike; where
         the model's configuration does not give that KV, never (a stage's own KV differs by
         stage)."""
-        gbps = self.config.emulate_link_gbps
-        link = gbps * 1e9 if gbps else compat.link_bytes_per_s()
         k = compat.model_kv_bytes_per_token(self.sched)
-        return prefix_reuse_min_tokens(link, k) if k else None
+        return prefix_reuse_min_tokens(self._link_bytes_per_s(), k) if k else None
+
+    def _link_bytes_per_s(self) -> float | None:
+        """The host link's H2D rate: the emulated one where configured, else the device's
+        (None on CPU, where host and device are one memory)."""
+        gbps = self.config.emulate_link_gbps
+        return gbps * 1e9 if gbps else compat.link_bytes_per_s()
 
     @contextlib.contextmanager
     def _moving(self, phase: str):
