@@ -57,6 +57,27 @@ def test_backup_then_load_restores_every_layer(layout):
         assert torch.count_nonzero(host.device_k_buffers[layer][8:]) == 0  # nothing else written
 
 
+def test_a_transfer_reads_the_indices_it_was_given_though_the_caller_refills_them():
+    """The index copies are taken at a transfer's first layer and kept for its later layers;
+    a second transfer over the same (refilled) tensors copies them again."""
+    host = _host("layer_first")
+    for layer in range(L):
+        host.k_buffer[layer, :8] = torch.arange(8.0).view(8, 1, 1).expand(8, H, D) + 100 * layer
+    host_idx, dev_idx = torch.tensor([1, 2]), torch.tensor([10, 11])
+    cpu_backend.load_to_device_per_layer(host, None, host_idx, dev_idx, 0, "kernel")
+    host_idx[:] = torch.tensor([5, 6])                # refilled mid-transfer: layers 1.. keep [1, 2]
+    for layer in range(1, L):
+        cpu_backend.load_to_device_per_layer(host, None, host_idx, dev_idx, layer, "kernel")
+    cpu_backend.Links.drain()
+    for layer in range(L):
+        assert host.device_k_buffers[layer][10:12, 0, 0].tolist() == [1 + 100 * layer, 2 + 100 * layer]
+    for layer in range(L):                            # a second transfer: reads [5, 6]
+        cpu_backend.load_to_device_per_layer(host, None, host_idx, dev_idx, layer, "kernel")
+    cpu_backend.Links.drain()
+    for layer in range(L):
+        assert host.device_k_buffers[layer][10:12, 0, 0].tolist() == [5 + 100 * layer, 6 + 100 * layer]
+
+
 def test_layouts_store_tokens_where_sglang_reads_them():
     """page_first keeps a token's layers together: host row t, layer l is k_buffer[t, l]."""
     host = _host("page_first")

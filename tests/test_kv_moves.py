@@ -129,3 +129,27 @@ def test_a_second_park_copies_only_what_was_decoded_since_the_first():
     ring = HostCopy([torch.arange(64), torch.arange(64, 70)], 70)
     assert kv_moves.new_host_tokens(FakeReq(73, ring)) == 3
     assert torch.equal(ring.indices(), torch.arange(70))
+
+
+def test_a_load_copies_each_host_copy_in_token_order_and_leaves_it_one_chunk(monkeypatch):
+    """load_many: one copy of every request's host slots past its reused prefix, in order, to
+    its new device slots; a request's chunks (one per park) become one, the same slots."""
+    from pipemax_sglang.sglang import compat
+    from pipemax_sglang.sglang.kv_moves import ParkedReq, Prefetch
+
+    copies = []
+    monkeypatch.setattr(compat, "copy_to_device",
+                        lambda sched, h, d: copies.append((h.clone(), d.clone())) or "the-copy")
+    a = FakeReq(6, HostCopy([torch.arange(0, 4), torch.arange(10, 12)], 6))
+    b = FakeReq(3, HostCopy([torch.arange(20, 22), torch.tensor([22])], 3))
+    pa = Prefetch(ParkedReq(a, 6, 0, 0), 1, torch.arange(100, 106))
+    pb = Prefetch(ParkedReq(b, 3, 0, 1), 1, torch.tensor([200, 201]),   # its first token reused
+                  prefix=torch.tensor([500]))
+    assert kv_moves.load_many([pa, pb], sched=None) == "the-copy"
+    (host, dev), = copies
+    assert host.tolist() == [0, 1, 2, 3, 10, 11, 21, 22]
+    assert dev.tolist() == [100, 101, 102, 103, 104, 105, 200, 201]
+    assert pa.load == pb.load == "the-copy"
+    assert len(a.pipemax_ring.chunks) == 1 and a.pipemax_ring.indices().tolist() == [0, 1, 2, 3, 10, 11]
+    assert b.pipemax_ring.indices().tolist() == [20, 21, 22]        # its prefix's slot stays
+    assert kv_moves.load_many([pa, pb], sched=None) is None        # issued once

@@ -97,14 +97,32 @@ def _submit(copier: LinkCopier, fn, nbytes: int) -> None:
     CopierEvent.note_use(copier)
 
 
+def _frozen_indices(host, host_indices, device_indices, layer_id: int):
+    """int64 copies of a transfer's indices, which the copier reads later (the caller may
+    reuse its tensors meanwhile). SGLang calls the per-layer load once per layer, layers in
+    increasing order, with the same two tensors (l2_transfer.py submit_host_to_device): they
+    are copied at the transfer's first layer and the copies reused for its later layers (a
+    copy of a micro-batch's indices costs ~80 us, and every layer's would be scheduler time).
+    A call with other tensors, or a layer not above the last one, is a new transfer and
+    copies afresh (so tensors a caller refilled for a second transfer are read again)."""
+    last = getattr(host, "_pipemax_frozen", None)
+    if (last is not None and last[0] is host_indices and last[1] is device_indices
+            and layer_id > last[4]):
+        host._pipemax_frozen = last[:4] + (layer_id,)
+        return last[2], last[3]
+    hidx = host_indices.to(torch.int64, copy=True)
+    didx = device_indices.to(torch.int64, copy=True)
+    host._pipemax_frozen = (host_indices, device_indices, hidx, didx, layer_id)
+    return hidx, didx
+
+
 def load_to_device_per_layer(
     self, device_pool, host_indices, device_indices, layer_id, io_backend, *, is_draft=False
 ):
     """H2D for one layer (SGLang calls it layer by layer while the forward proceeds)."""
     if not is_draft and not 0 <= layer_id < self.target_layer_num:
         return
-    hidx = host_indices.to(torch.int64, copy=True)
-    didx = device_indices.to(torch.int64, copy=True)
+    hidx, didx = _frozen_indices(self, host_indices, device_indices, layer_id)
     pairs = ((self.k_buffer, self.device_k_buffers[layer_id]), (self.v_buffer, self.device_v_buffers[layer_id]))
 
     def copy() -> None:

@@ -154,7 +154,7 @@ class DeferredFrees:
         self.items: list[tuple[int, Any, torch.Tensor, Any]] = []   # (turn, copy, slots, lock)
 
     def add(self, turn: int, copy, slots: torch.Tensor, lock=None) -> None:
-        if len(slots) or lock is not None:
+        if slots.shape[0] or lock is not None:
             self.items.append((turn, copy, slots, lock))
 
     def reap(self, sched, upto_turn: int | None = None) -> int:
@@ -171,10 +171,10 @@ class DeferredFrees:
             else:
                 left.append((turn, copy, slots, lock))
         self.items = left
-        freed = [s for s in freed if len(s)]
+        freed = [s for s in freed if s.shape[0]]
         if freed:
             sched.token_to_kv_pool_allocator.free(torch.cat(freed) if len(freed) > 1 else freed[0])
-        return sum(len(s) for s in freed)
+        return sum(s.shape[0] for s in freed)
 
 
 def new_host_tokens(req) -> int:
@@ -263,7 +263,7 @@ def prefetch_many(wanted: list, sched,
     made = [Prefetch(p, target, _NO_INDICES) if m is None else
             Prefetch(p, target, _NO_INDICES, prefix=m.indices, node=m.node, lock=m.lock)
             for (target, p), m in zip(wanted, pres)]
-    sizes = [pf.parked.kv_len - len(pf.prefix) for pf in made]
+    sizes = [pf.parked.kv_len - pf.prefix.shape[0] for pf in made]
     slots = compat.alloc_device(sched, sum(sizes)) if wanted else None
     if slots is not None:
         for pf, s in zip(made, torch.split(slots, sizes)):
@@ -283,18 +283,24 @@ def prefetch_many(wanted: list, sched,
 def load_many(prefetches: list[Prefetch], sched):
     """One host-to-device copy for `prefetches` (on the link HiCache's loads use, after
     them: its finish covers them). Returns the copy (a fence, and its bytes) or None."""
-    todo = [pf for pf in prefetches if pf.load is None and len(pf.device)]
+    todo = [pf for pf in prefetches if pf.load is None and pf.device.shape[0]]
     if not todo:
         return None
-    parts = []
+    parts, whole = [], []
     for pf in todo:
         ring = pf.parked.req.pipemax_ring
         assert ring.tokens == pf.parked.kv_len, pf.parked.rid
-        parts.extend(ring.chunks if not len(pf.prefix) else [ring.indices()[len(pf.prefix):]])
+        P = pf.prefix.shape[0]
+        whole.append(not P and len(ring.chunks) > 1)
+        parts.extend(ring.chunks if not P else [ring.indices()[P:]])
     host = torch.cat(parts)
     copy = compat.copy_to_device(sched, host, torch.cat([pf.device for pf in todo]))
-    for pf in todo:
+    # the loaded requests' copies become one chunk each (views of `host`): a request that
+    # parks every turn would otherwise bring one more chunk to every later load's cat
+    for pf, h, w in zip(todo, torch.split(host, [pf.device.shape[0] for pf in todo]), whole):
         pf.load = copy
+        if w:
+            pf.parked.req.pipemax_ring.chunks = [h]
     return copy
 
 
@@ -321,17 +327,17 @@ def rejoin(prefetches: list[Prefetch], scheduler) -> Any:
         assert req.lock is None, req.rid
         req.last_node = pf.node if pf.lock is not None else compat.tree_root(tree_cache, req)
         req.lock, pf.lock = pf.lock, None
-        req.prefix_len = len(pf.prefix)
+        req.prefix_len = pf.prefix.shape[0]
     rows = scheduler.req_to_token_pool.alloc(reqs)
     if rows is None:
         raise RuntimeError("pipemax: no free req_to_token rows for rejoining requests")
     lens = [pf.parked.kv_len for pf in prefetches]
     write_rows(scheduler.req_to_token_pool, [r.kv.req_pool_idx for r in reqs],
-               [pf.device if not len(pf.prefix) else torch.cat([pf.prefix, pf.device])
+               [pf.device if not pf.prefix.shape[0] else torch.cat([pf.prefix, pf.device])
                 for pf in prefetches], lens)
     for pf, L in zip(prefetches, lens):
         kv = pf.parked.req.kv
-        kv.cache_protected_len = kv.cache_inserted_len = len(pf.prefix)
+        kv.cache_protected_len = kv.cache_inserted_len = pf.prefix.shape[0]
         pf.device = pf.prefix = _NO_INDICES      # the request's now (SGLang frees its own)
         kv.kv_committed_len = kv.kv_allocated_len = L
     return compat.build_decode_batch(scheduler, reqs)

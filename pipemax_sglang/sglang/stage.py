@@ -449,8 +449,8 @@ class PipeMaxStage:
         for pf in made:
             self.pool.pop(pf.parked.rid)
             self.prefetched[pf.target_turn].append(pf)
-            self.stats.h2d_bytes += len(pf.device) * per_token
-            self.stats.reused_prefix_tokens += len(pf.prefix)
+            self.stats.h2d_bytes += pf.device.shape[0] * per_token
+            self.stats.reused_prefix_tokens += pf.prefix.shape[0]
         return short, made
 
     # ---- the turn --------------------------------------------------------------------------
