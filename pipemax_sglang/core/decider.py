@@ -177,6 +177,17 @@ class Decider:
     def observe_step(self, rows: int, sum_context: int, seconds: float) -> None:
         self.cost_model.observe(rows, sum_context, seconds)
 
+    def loaded(self, planned_bytes: int, loaded_tokens: int, now: float) -> None:
+        """Reconcile the link with what an issue of plans really put on it. A plan charges
+        each rejoin its whole KV (decide cannot know what the device will still hold at the
+        issue); a rejoin whose prompt the tree still held then loads only the rest, and one
+        the device could not take loads nothing yet (it is planned again). The link time of
+        the difference goes back to the plans after it, never before `now` (bytes at the
+        binding stage's rate, as the plan's: a stage with fewer layers refunds nothing)."""
+        spare = planned_bytes - loaded_tokens * self.k
+        if spare > 0 and self.link_free_at > now:
+            self.link_free_at = max(now, self.link_free_at - spare / self.transfer.h2d_bytes_per_s)
+
     # ---- quantities --------------------------------------------------------------------
     def reserve(self, view: TurnView) -> int:
         """Device tokens kept free: 5% margin, plus one step's growth of every running row

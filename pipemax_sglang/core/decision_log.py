@@ -2,13 +2,14 @@
 
 One line per call, in call order, so a fresh Decider fed the same lines is in the same
 state at every decision (its only state is the step-cost fit from `observe_step` and the
-link timeline its own decisions advance):
+link timeline its own decisions advance and `loaded` reconciles):
 
     {"call": "init",    "config": {...}, "kv_bytes_per_token", "num_stages",
                         "link_bytes_per_s", "moves_serialize"}
     {"call": "decide",  "view": {...TurnView}, "pool": [[rid, kv_len, rounds, arrival]...],
                         "planned": {rid: target turn...}, "plan": {...TurnPlan}}
     {"call": "observe", "rows", "sum_context", "seconds"}
+    {"call": "loaded",  "planned_bytes", "loaded_tokens", "now"}
 
 Floats survive the round trip exactly (json writes repr). Written by sglang/stage.py with
 --pipemax-record-batches; replayed by sim/replay.py (the conformance test).
@@ -49,6 +50,11 @@ def planned_of(v: dict | list) -> dict[str, int] | set[str]:
 def observe_line(rows: int, sum_context: int, seconds: float) -> str:
     return json.dumps({"call": "observe", "rows": rows, "sum_context": sum_context,
                        "seconds": seconds})
+
+
+def loaded_line(planned_bytes: int, loaded_tokens: int, now: float) -> str:
+    return json.dumps({"call": "loaded", "planned_bytes": planned_bytes,
+                       "loaded_tokens": loaded_tokens, "now": now})
 
 
 def _tuples(cls, d: dict[str, Any]):

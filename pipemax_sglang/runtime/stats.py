@@ -36,6 +36,8 @@ class PipeMaxStats:
     plans: int = 0
     budget_bytes_total: int = 0
     plan_bytes_total: int = 0
+    link_returned_bytes: int = 0   # planned bytes the issue did not load (a prompt relocked, a
+                                   # rejoin deferred), given back to the next plans (stage 0)
     over_budget_plans: int = 0     # plans whose bytes exceeded their budget (must stay 0)
     # each prefetch window's load, the bytes its copy moves (counted where it is submitted,
     # kv_moves.load_many), against the budgets of the plans it serves

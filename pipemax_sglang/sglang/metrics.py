@@ -11,6 +11,7 @@ GAUGES = {
     "h2d_bytes": "KV bytes loaded back host->device for rejoining requests",
     "d2h_bytes": "KV bytes newly written device->host when parking",
     "reused_prefix_tokens": "Rejoining requests' prompt tokens reused from the device tree (not loaded)",
+    "link_returned_bytes": "Planned prefetch bytes not loaded (relocked prompts, deferred rejoins), returned to the link budget",
     "prefetch_stall_s": "Seconds turns waited for their prefetch to land",
     "budget_utilisation": "Planned prefetch bytes over budget bytes",
     "parked_now": "Requests parked in host memory now",

@@ -245,3 +245,33 @@ def test_only_rejoins_near_the_target_turn_hold_its_device_room():
     assert len(timed.rejoin) > len(blind.rejoin)
     taken = sum(p.kv_len + 1 for p in pool if p.rid in timed.rejoin)
     assert taken <= d.turn_share(view)                       # one turn's share at most
+
+
+def test_a_plan_whose_rejoins_loaded_less_gives_the_link_time_back_to_the_next():
+    """A plan charges each rejoin its whole KV; where the tree still held a prompt the issue
+    loads only the rest (Decider.loaded), and the next plan's window has the difference."""
+    import copy
+
+    d = Decider(DeciderConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=2e7)
+    pool = [PoolEntry(f"p{i}", 300, 0, i) for i in range(40)]
+    view = TurnView(turn=10, mb=0, num_mbs=3, decode_rids=(), next_residents=(),
+                    mb_rows=(0, 16, 16), mb_ctx=(0, 3200, 3200), inflight_tokens=40 * 301 + 6400,
+                    device_tokens=100_000, waiting=0, row_cap=64, now=100.0)
+    plan = d.decide(view, pool, planned=set())
+    assert plan.rejoin and plan.plan_bytes > 0
+    assert d.link_free_at > view.now
+    # the next micro-batch keeps its residents: its budget is the link's, no floor
+    later = replace(view, turn=11, mb=1, mb_rows=(16, 16, 16), mb_ctx=(3200,) * 3,
+                    next_residents=(200,) * 16)
+    rest = [p for p in pool if p.rid not in plan.rejoin]
+
+    whole, reused = copy.deepcopy(d), copy.deepcopy(d)
+    whole.loaded(plan.plan_bytes, plan.plan_bytes // 2048, view.now)     # loaded all it planned
+    assert whole.link_free_at == d.link_free_at
+    reused.loaded(plan.plan_bytes, len(plan.rejoin), view.now)          # a token each: prompts reused
+    assert view.now <= reused.link_free_at < d.link_free_at
+    assert whole.decide(later, rest, planned=set()).budget_bytes == 0   # the link is still busy
+    assert reused.decide(later, rest, planned=set()).budget_bytes > 0
+    free = copy.deepcopy(d)
+    free.loaded(plan.plan_bytes, 0, view.now + 10.0)                    # never before `now`
+    assert free.link_free_at == d.link_free_at                          # (the link was free)

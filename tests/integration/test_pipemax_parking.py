@@ -151,3 +151,6 @@ def test_a_rejoin_reuses_a_prompt_the_device_still_holds(tiny_model):
         assert st["reused_prefix_tokens"] >= len(SHARED), st
         assert st["parked_now"] == 0 and st["prefetching"] == 0
     assert len({(st["rejoins"], st["reused_prefix_tokens"], st["h2d_bytes"]) for st in stages}) == 1
+    # stage 0's decider got the link time of the relocked prompts back for its next plans
+    assert stages[0]["decider"] and stages[0]["link_returned_bytes"] > 0
+    assert not stages[1]["decider"] and stages[1]["link_returned_bytes"] == 0
