@@ -31,6 +31,7 @@ Shapes (H heads, D head dim, L layers of this stage, S host tokens, P page size)
 
 from __future__ import annotations
 
+import math
 import threading
 
 import torch
@@ -97,6 +98,12 @@ def _submit(copier: LinkCopier, fn, nbytes: int) -> None:
     CopierEvent.note_use(copier)
 
 
+def _token_bytes(buf: torch.Tensor) -> int:
+    """Bytes of one token's row of a device K or V buffer [tokens, H, D] (from its shape: a
+    view per layer per copy, as buf[0] makes, is scheduler time)."""
+    return math.prod(buf.shape[1:]) * buf.element_size()
+
+
 def _frozen_indices(host, host_indices, device_indices, layer_id: int):
     """int64 copies of a transfer's indices, which the copier reads later (the caller may
     reuse its tensors meanwhile). SGLang calls the per-layer load once per layer, layers in
@@ -129,7 +136,7 @@ def load_to_device_per_layer(
         for host_buf, dev_buf in pairs:
             dev_buf[didx] = host_buf[_host_rows(self, host_buf, layer_id, hidx)]
 
-    nbytes = sum(d[0].numel() * d.element_size() for _, d in pairs) * len(didx)
+    nbytes = sum(_token_bytes(d) for _, d in pairs) * didx.shape[0]
     _submit(Links.get()[0], copy, nbytes)
 
 
@@ -148,7 +155,7 @@ def backup_from_device_all_layer(self, device_pool, host_indices, device_indices
         for layer, host_buf, dev_buf in pairs:
             host_buf[_host_rows(self, host_buf, layer, hidx)] = dev_buf[didx]
 
-    nbytes = sum(d[0].numel() * d.element_size() for _, _, d in pairs) * len(didx)
+    nbytes = sum(_token_bytes(d) for _, _, d in pairs) * didx.shape[0]
     _submit(Links.get()[1], copy, nbytes)
 
 
