@@ -111,6 +111,8 @@ def stats_of(result: dict) -> dict:
             "prefetch_stall_s": max(s["prefetch_stall_s"] for s in stages),
             "effective_batch_mean": s0["effective_batch_mean"], "imbalance": s0["imbalance"],
             "parks": s0["parks"], "rejoins": s0["rejoins"],
+            "reused_prefix_tokens": s0.get("reused_prefix_tokens", 0),
+            "link_returned_bytes": s0.get("link_returned_bytes", 0),
             "kv_move_ms": max(s.get("kv_move_ms", 0.0) for s in stages)}
 
 
@@ -225,6 +227,7 @@ def main() -> None:
         st = stats_of(r)
         extra = (f"  parks {st['parks']} rejoins {st['rejoins']} recomputes {st['recomputes']} "
                  f"H2D {st['h2d_bytes'] / 1e6:.1f} MB util {st['budget_utilisation']:.2f} "
+                 f"reused {st['reused_prefix_tokens']} tok returned {st['link_returned_bytes'] / 1e6:.1f} MB "
                  f"batch {st['effective_batch_mean']:.1f} move {st['kv_move_ms']:.2f} ms") if st else ""
         print(f"{name:<30} {r['tok_s']:8.1f} tok/s  ({r['output_tokens']} tokens, {r['wall_s']:.1f} s){extra}",
               flush=True)

@@ -172,21 +172,40 @@ class Decider:
         self.transfer = TransferModel(latency_s=1e-5, h2d_bytes_per_s=bw, d2h_bytes_per_s=bw)
         self.cost_model = StepCostModel(prior)
         self.link_free_at = float("-inf")     # no commitment yet: the link is free
+        # the plans on the link, in commit order, until they land: [decision turn, issue_at,
+        # bytes, start, end]; link_free_at is the last one's end
+        self.on_link: list[list] = []
         self.select = SELECTORS[config.selector]
 
     def observe_step(self, rows: int, sum_context: int, seconds: float) -> None:
         self.cost_model.observe(rows, sum_context, seconds)
 
-    def loaded(self, planned_bytes: int, loaded_tokens: int, now: float) -> None:
-        """Reconcile the link with what an issue of plans really put on it. A plan charges
-        each rejoin its whole KV (decide cannot know what the device will still hold at the
-        issue); a rejoin whose prompt the tree still held then loads only the rest, and one
-        the device could not take loads nothing yet (it is planned again). The link time of
-        the difference goes back to the plans after it, never before `now` (bytes at the
-        binding stage's rate, as the plan's: a stage with fewer layers refunds nothing)."""
-        spare = planned_bytes - loaded_tokens * self.k
-        if spare > 0 and self.link_free_at > now:
-            self.link_free_at = max(now, self.link_free_at - spare / self.transfer.h2d_bytes_per_s)
+    def loaded(self, turn: int, loaded_tokens: int, now: float) -> int:
+        """Reconcile the link with what the issue of the plan decided at `turn` really put on
+        it; returns the bytes given back. A plan charges each rejoin its whole KV (decide
+        cannot know what the device will still hold at the issue); a rejoin whose prompt the
+        tree still held then loads only the rest, and one the device could not take loads
+        nothing yet (it is planned again). The plan's transfer shrinks to what it loaded (at
+        the binding stage's bytes per token, as charged: a stage with fewer layers returns
+        nothing), and the plans queued behind it start earlier where they waited for it,
+        never before their own issue: a plan that found the link idle keeps its slot, so
+        nothing is given back that the link does not really have. A plan already landed by
+        `now` (or never on the link) changes nothing."""
+        self.on_link = [c for c in self.on_link if c[4] > now]
+        i = next((j for j, c in enumerate(self.on_link) if c[0] == turn), None)
+        if i is None:
+            return 0
+        spare = self.on_link[i][2] - loaded_tokens * self.k
+        if spare <= 0:
+            return 0
+        self.on_link[i][2] -= spare
+        end = None
+        for c in self.on_link[i:]:
+            if end is not None:
+                c[3] = max(c[1], end)
+            c[4] = end = c[3] + self.transfer.h2d_time(c[2])
+        self.link_free_at = end
+        return spare
 
     # ---- quantities --------------------------------------------------------------------
     def reserve(self, view: TurnView) -> int:
@@ -352,7 +371,10 @@ class Decider:
         room = self.room(view, mode, kept, rows, resident_room, cands, committed)
         rejoin, plan_bytes = self.choose(view, cost, cands, room, budget)
         if plan_bytes:
+            start = max(budget.issue_at, self.link_free_at)
             self.link_free_at = budget.timeline.commit(0, plan_bytes, budget.issue_at).link_free_at
+            self.on_link = [c for c in self.on_link if c[4] > view.now]
+            self.on_link.append([view.turn, budget.issue_at, plan_bytes, start, self.link_free_at])
         M = view.num_mbs
         return TurnPlan(view.turn, view.mb, kept.park, rejoin, view.turn + M,
                         view.turn + max(M - 1, 1), budget.nbytes, plan_bytes,

@@ -9,7 +9,7 @@ link timeline its own decisions advance and `loaded` reconciles):
     {"call": "decide",  "view": {...TurnView}, "pool": [[rid, kv_len, rounds, arrival]...],
                         "planned": {rid: target turn...}, "plan": {...TurnPlan}}
     {"call": "observe", "rows", "sum_context", "seconds"}
-    {"call": "loaded",  "planned_bytes", "loaded_tokens", "now"}
+    {"call": "loaded",  "turn", "loaded_tokens", "now"}
 
 Floats survive the round trip exactly (json writes repr). Written by sglang/stage.py with
 --pipemax-record-batches; replayed by sim/replay.py (the conformance test).
@@ -52,9 +52,8 @@ def observe_line(rows: int, sum_context: int, seconds: float) -> str:
                        "seconds": seconds})
 
 
-def loaded_line(planned_bytes: int, loaded_tokens: int, now: float) -> str:
-    return json.dumps({"call": "loaded", "planned_bytes": planned_bytes,
-                       "loaded_tokens": loaded_tokens, "now": now})
+def loaded_line(turn: int, loaded_tokens: int, now: float) -> str:
+    return json.dumps({"call": "loaded", "turn": turn, "loaded_tokens": loaded_tokens, "now": now})
 
 
 def _tuples(cls, d: dict[str, Any]):

@@ -441,17 +441,18 @@ class PipeMaxStage:
             self.stats.record_window(sum(msg.budget_bytes for msg in due), load.num_bytes)
         if self.decider is not None:
             # the plans charged whole contexts; reused prompts and deferred rejoins give
-            # their link time back to the next plans
-            self._reconcile_link(sum(msg.plan_bytes for msg in due),
-                                 sum(pf.device.shape[0] for pf in fresh))
+            # their link time back to the next plans (a plan's prefetches: its target turn)
+            for msg in due:
+                if msg.plan_bytes:
+                    self._reconcile_link(msg.turn, sum(pf.device.shape[0] for pf in fresh
+                                                       if pf.target_turn == msg.target_turn))
         self._note_pool()
 
-    def _reconcile_link(self, planned_bytes: int, loaded_tokens: int) -> None:
+    def _reconcile_link(self, turn: int, loaded_tokens: int) -> None:
         now = time.monotonic()          # the decider's clock (TurnView.now)
-        self.decider.loaded(planned_bytes, loaded_tokens, now)
-        self.stats.link_returned_bytes += max(0, planned_bytes - loaded_tokens * self.decider.k)
+        self.stats.link_returned_bytes += self.decider.loaded(turn, loaded_tokens, now)
         if self.decisions is not None:
-            self.decisions.write(decision_log.loaded_line(planned_bytes, loaded_tokens, now) + "\n")
+            self.decisions.write(decision_log.loaded_line(turn, loaded_tokens, now) + "\n")
 
     def _prefetch(self, wanted: list) -> tuple[list, list]:
         """Device slots for (target_turn, parked) pairs; returns (those the device could not

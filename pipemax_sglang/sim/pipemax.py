@@ -112,7 +112,7 @@ class PipeMaxScheduler(RecomputeScheduler):
         keep = self._keep(k - self.M, m)
         freed += self.pending_free.pop(k, 0)
         for t in (k, k + 1):
-            self._issue(t)
+            self._issue(t, now)
         turn = self._turn(k, m, freed, now)
         turn.effects = turn.effects._replace(keep=keep)
         turn.moves = self.m["parked"] + self.m["rejoined"] - before
@@ -156,8 +156,9 @@ class PipeMaxScheduler(RecomputeScheduler):
         here = set(self.running[m])
         return sum(kv for r, kv in ring.items() if r in here)
 
-    def _issue(self, t: int) -> None:
-        """Step 2: plan(t)'s rejoins take device room, the slot before turn t."""
+    def _issue(self, t: int, now: float) -> None:
+        """Step 2: plan(t)'s rejoins take device room, the slot before turn t; what they do
+        not load (a rejoin deferred) goes back to the link, as live (Decider.loaded)."""
         plan = self.plans.pop(t, None)
         if plan is None:
             return
@@ -166,6 +167,7 @@ class PipeMaxScheduler(RecomputeScheduler):
         self.m["budget_bytes"] += plan.budget_bytes
         self.m["plan_bytes"] += plan.plan_bytes
         ring = self.ring_kv.setdefault(t, {})
+        loaded = 0
         for rid in plan.rejoin:
             r = int(rid)
             p = self.pool.get(r)
@@ -183,6 +185,9 @@ class PipeMaxScheduler(RecomputeScheduler):
             ring[r] = kv
             self.m["rejoined"] += 1
             self.m["loaded_tokens"] += kv
+            loaded += kv
+        if plan.plan_bytes:
+            self.decider.loaded(plan.turn, loaded, now)
 
     def _park_after_turn(self, k: int, m: int, turn: Turn, park: tuple[str, ...]) -> None:
         """Step 4's parks: decode rows of turn k leave the books as soon as it is launched;

@@ -30,7 +30,7 @@ def replay(path: str) -> tuple[list[TurnPlan], list[TurnPlan]]:
         elif call == "observe":
             decider.observe_step(rec["rows"], rec["sum_context"], rec["seconds"])
         elif call == "loaded":
-            decider.loaded(rec["planned_bytes"], rec["loaded_tokens"], rec["now"])
+            decider.loaded(rec["turn"], rec["loaded_tokens"], rec["now"])
         elif call == "decide":
             recorded.append(log.plan_of(rec["plan"]))
             replayed.append(decider.decide(log.view_of(rec["view"]), log.pool_of(rec["pool"]),

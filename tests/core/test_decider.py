@@ -266,12 +266,38 @@ def test_a_plan_whose_rejoins_loaded_less_gives_the_link_time_back_to_the_next()
     rest = [p for p in pool if p.rid not in plan.rejoin]
 
     whole, reused = copy.deepcopy(d), copy.deepcopy(d)
-    whole.loaded(plan.plan_bytes, plan.plan_bytes // 2048, view.now)     # loaded all it planned
+    assert whole.loaded(plan.turn, plan.plan_bytes // 2048, view.now) == 0   # loaded all it planned
     assert whole.link_free_at == d.link_free_at
-    reused.loaded(plan.plan_bytes, len(plan.rejoin), view.now)          # a token each: prompts reused
+    assert reused.loaded(plan.turn, len(plan.rejoin), view.now) == plan.plan_bytes - 2048 * len(plan.rejoin)
     assert view.now <= reused.link_free_at < d.link_free_at
     assert whole.decide(later, rest, planned=set()).budget_bytes == 0   # the link is still busy
     assert reused.decide(later, rest, planned=set()).budget_bytes > 0
     free = copy.deepcopy(d)
-    free.loaded(plan.plan_bytes, 0, view.now + 10.0)                    # never before `now`
-    assert free.link_free_at == d.link_free_at                          # (the link was free)
+    assert free.loaded(plan.turn, 0, view.now + 10.0) == 0              # landed by then: nothing
+    assert free.link_free_at == d.link_free_at
+
+
+def test_a_plan_that_found_the_link_idle_keeps_its_slot_when_an_earlier_one_loads_less():
+    """What a plan gives back moves only the plans queued behind it: one issued after the
+    link had gone idle starts at its own issue, so link_free_at stays where it was."""
+    import copy
+
+    d = Decider(DeciderConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=2e7)
+    pool = [PoolEntry(f"p{i}", 300, 0, i) for i in range(40)]
+    view = TurnView(turn=10, mb=0, num_mbs=3, decode_rids=(), next_residents=(),
+                    mb_rows=(0, 16, 16), mb_ctx=(0, 3200, 3200), inflight_tokens=40 * 301 + 6400,
+                    device_tokens=100_000, waiting=0, row_cap=64, now=100.0)
+    first = d.decide(view, pool, planned=set())
+    busy_until = d.link_free_at
+    rest = [p for p in pool if p.rid not in first.rejoin]
+    # decided just before the first lands; issued a few slots later, on an idle link
+    now = busy_until - 1e-4
+    second = d.decide(replace(view, turn=11, now=now), rest, planned=set())
+    assert first.plan_bytes and second.plan_bytes
+    assert d.link_free_at - 2048 * 300 / 2e7 > busy_until        # it started after a gap
+    idle = copy.deepcopy(d)
+    assert idle.loaded(first.turn, 1, now) > 0
+    assert idle.link_free_at == d.link_free_at         # the second plan never waited for it
+    queued = copy.deepcopy(d)
+    assert queued.loaded(second.turn, 1, now) > 0
+    assert queued.link_free_at < d.link_free_at
