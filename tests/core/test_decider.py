@@ -247,16 +247,23 @@ def test_only_rejoins_near_the_target_turn_hold_its_device_room():
     assert taken <= d.turn_share(view)                       # one turn's share at most
 
 
-def test_a_plan_whose_rejoins_loaded_less_gives_the_link_time_back_to_the_next():
-    """A plan charges each rejoin its whole KV; where the tree still held a prompt the issue
-    loads only the rest (Decider.loaded), and the next plan's window has the difference."""
-    import copy
-
+def _slow_link_with_an_empty_micro_batch():
+    """A 20 MB/s link, 40 parked requests of 300 tokens, micro-batch 0 empty: its plan's
+    transfer holds the link for a few tens of milliseconds."""
     d = Decider(DeciderConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=2e7)
     pool = [PoolEntry(f"p{i}", 300, 0, i) for i in range(40)]
     view = TurnView(turn=10, mb=0, num_mbs=3, decode_rids=(), next_residents=(),
                     mb_rows=(0, 16, 16), mb_ctx=(0, 3200, 3200), inflight_tokens=40 * 301 + 6400,
                     device_tokens=100_000, waiting=0, row_cap=64, now=100.0)
+    return d, pool, view
+
+
+def test_a_plan_whose_rejoins_loaded_less_gives_the_link_time_back_to_the_next():
+    """A plan charges each rejoin its whole KV; where the tree still held a prompt the issue
+    loads only the rest (Decider.loaded), and the next plan's window has the difference."""
+    import copy
+
+    d, pool, view = _slow_link_with_an_empty_micro_batch()
     plan = d.decide(view, pool, planned=set())
     assert plan.rejoin and plan.plan_bytes > 0
     assert d.link_free_at > view.now
@@ -282,11 +289,7 @@ def test_a_plan_that_found_the_link_idle_keeps_its_slot_when_an_earlier_one_load
     link had gone idle starts at its own issue, so link_free_at stays where it was."""
     import copy
 
-    d = Decider(DeciderConfig(), kv_bytes_per_token=2048, num_stages=2, link_bytes_per_s=2e7)
-    pool = [PoolEntry(f"p{i}", 300, 0, i) for i in range(40)]
-    view = TurnView(turn=10, mb=0, num_mbs=3, decode_rids=(), next_residents=(),
-                    mb_rows=(0, 16, 16), mb_ctx=(0, 3200, 3200), inflight_tokens=40 * 301 + 6400,
-                    device_tokens=100_000, waiting=0, row_cap=64, now=100.0)
+    d, pool, view = _slow_link_with_an_empty_micro_batch()
     first = d.decide(view, pool, planned=set())
     busy_until = d.link_free_at
     rest = [p for p in pool if p.rid not in first.rejoin]
