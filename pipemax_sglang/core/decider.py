@@ -157,6 +157,18 @@ class Room:
     resident_room: int           # > 0: a slow link, residents share the device with streams
 
 
+@dataclass
+class OnLink:
+    """A plan's transfer on the decider's link ledger, until it lands (Decider.loaded
+    shrinks it to what its issue loaded and re-chains the transfers behind it)."""
+
+    turn: int                    # the decision that made the plan (TurnPlan.turn)
+    issue_at: float              # when the plan is issued (it cannot start before)
+    nbytes: int
+    start: float
+    end: float
+
+
 class Decider:
     def __init__(self, config: DeciderConfig, kv_bytes_per_token: int, num_stages: int,
                  link_bytes_per_s: float | None, moves_serialize: bool = False,
@@ -172,9 +184,9 @@ class Decider:
         self.transfer = TransferModel(latency_s=1e-5, h2d_bytes_per_s=bw, d2h_bytes_per_s=bw)
         self.cost_model = StepCostModel(prior)
         self.link_free_at = float("-inf")     # no commitment yet: the link is free
-        # the plans on the link, in commit order, until they land: [decision turn, issue_at,
-        # bytes, start, end]; link_free_at is the last one's end
-        self.on_link: list[list] = []
+        # the plans on the link, in commit order, until they land; link_free_at is the last
+        # one's end
+        self.on_link: list[OnLink] = []
         self.select = SELECTORS[config.selector]
 
     def observe_step(self, rows: int, sum_context: int, seconds: float) -> None:
@@ -191,19 +203,19 @@ class Decider:
         never before their own issue: a plan that found the link idle keeps its slot, so
         nothing is given back that the link does not really have. A plan already landed by
         `now` (or never on the link) changes nothing."""
-        self.on_link = [c for c in self.on_link if c[4] > now]
-        i = next((j for j, c in enumerate(self.on_link) if c[0] == turn), None)
+        self.on_link = [c for c in self.on_link if c.end > now]
+        i = next((j for j, c in enumerate(self.on_link) if c.turn == turn), None)
         if i is None:
             return 0
-        spare = self.on_link[i][2] - loaded_tokens * self.k
+        spare = self.on_link[i].nbytes - loaded_tokens * self.k
         if spare <= 0:
             return 0
-        self.on_link[i][2] -= spare
+        self.on_link[i].nbytes -= spare
         end = None
         for c in self.on_link[i:]:
             if end is not None:
-                c[3] = max(c[1], end)
-            c[4] = end = c[3] + self.transfer.h2d_time(c[2])
+                c.start = max(c.issue_at, end)
+            c.end = end = c.start + self.transfer.h2d_time(c.nbytes)
         self.link_free_at = end
         return spare
 
@@ -371,10 +383,10 @@ class Decider:
         room = self.room(view, mode, kept, rows, resident_room, cands, committed)
         rejoin, plan_bytes = self.choose(view, cost, cands, room, budget)
         if plan_bytes:
-            start = max(budget.issue_at, self.link_free_at)
-            self.link_free_at = budget.timeline.commit(0, plan_bytes, budget.issue_at).link_free_at
-            self.on_link = [c for c in self.on_link if c[4] > view.now]
-            self.on_link.append([view.turn, budget.issue_at, plan_bytes, start, self.link_free_at])
+            c = budget.timeline.commit(0, plan_bytes, budget.issue_at).commitments[-1]
+            self.link_free_at = c.end
+            self.on_link = [o for o in self.on_link if o.end > view.now]
+            self.on_link.append(OnLink(view.turn, budget.issue_at, plan_bytes, c.start, c.end))
         M = view.num_mbs
         return TurnPlan(view.turn, view.mb, kept.park, rejoin, view.turn + M,
                         view.turn + max(M - 1, 1), budget.nbytes, plan_bytes,
