@@ -17,8 +17,10 @@ process pay for lazy imports and first allocations, reported as `cold`). Prints 
 point, and writes JSON: per point us_per_move, us_per_kv_mb (scheduler time per MB of KV
 handed between the tiers), the phases, moves, how many requests a copy or a rejoin moved at
 once, the rejoins' prompt tokens the device tree still held (relocked rather than loaded) and
-the share of rejoined KV that crossed the link, and at n = 64 (the acceptance point)
-`us_per_move` and `us_per_kv_mb` at the top level.
+the share of rejoined KV that crossed the link, a mean moving turn's moves and milliseconds,
+and at n = 64 (the acceptance point) `us_per_move` and `us_per_kv_mb` at the top level,
+beside the price fitted over the points (`move_turn_ms` a turn that moves, `move_us` a
+move: core/move_price.py; the simulator's default, sim/machine.py).
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ def _figures(p: dict, per_token: int) -> dict:
         "parks_per_copy": p["parks"] / p["park_copies"] if p["park_copies"] else None,
         "rejoins_per_batch": p["rejoins"] / p["rejoin_batches"] if p["rejoin_batches"] else None,
         "rejoins_per_load": p["rejoins"] / p["windows"] if p["windows"] else None,
+        # turns that moved (a park copy or a rejoin batch each) and a mean one's moves and
+        # scheduler seconds: one sample of the price per turn (core/move_price.py)
+        "moving_turns": max(p["park_copies"], p["rejoin_batches"]),
+        "moves_per_turn": moves / max(p["park_copies"], p["rejoin_batches"]) if moves else None,
+        "ms_per_turn": 1e3 * p["kv_move_s"] / max(p["park_copies"], p["rejoin_batches"]) if moves else None,
     }
 
 
@@ -105,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
+    from pipemax_sglang.core.move_price import fit_move_price
     from pipemax_sglang.models import ensure_tiny_model
 
     model = ensure_tiny_model()
@@ -119,16 +127,26 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['us_per_move'] or 0:8.1f} us/move ({phases}), "
               f"{r['us_per_kv_mb'] or 0:9.1f} us/KV MB, {r['parks_per_copy'] or 0:.1f} parks a copy, "
               f"{r['rejoins_per_batch'] or 0:.1f} rejoins a batch, "
+              f"{r['moves_per_turn'] or 0:.1f} moves in {r['ms_per_turn'] or 0:.2f} ms a turn, "
               f"{100 * (r['loaded_fraction'] or 0):.0f}% of rejoined KV loaded, recomputes {r['recomputes']} "
               f"(cold: {r['cold']['us_per_move'] or 0:.1f} us/move)", flush=True)
     at64 = [r for r in rows if r["requests"] == 64 and r["us_per_move"] is not None]
+    # the price of moves over the points: a mean turn of each (their batch sizes differ, so
+    # the share a turn pays whatever its size separates from each move's)
+    turns = tuple((r["moves_per_turn"], r["ms_per_turn"] / 1e3) for r in rows if r["moves"])
+    price = fit_move_price(turns) if len(turns) >= 2 else None
     out = {
         "us_per_move": max(r["us_per_move"] for r in at64) if at64 else None,
         "us_per_kv_mb": max(r["us_per_kv_mb"] for r in at64) if at64 else None,
+        "move_turn_ms": 1e3 * price.turn_s if price else None,
+        "move_us": 1e6 * price.move_s if price else None,
         "points": rows,
     }
     print(f"bench_moves: at 64 requests {out['us_per_move']:.1f} us per move (worst L), "
           f"{out['us_per_kv_mb']:.1f} us per KV MB")
+    if price:
+        print(f"bench_moves: the price fitted over the points: {1e3 * price.turn_s:.2f} ms a turn that "
+              f"moves + {1e6 * price.move_s:.1f} us a move")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(out, indent=1))

@@ -60,10 +60,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def _point(job: tuple) -> dict:
-    gpu, model, host_gb, n, seed, quick, move_s = job
+    gpu, model, host_gb, n, seed, quick, extra = job
     t0 = time.perf_counter()
     work = sharegpt_like(n, seed)
-    extra = {"move_s": move_s} if move_s is not None else {}
     try:
         pl = plan(load_model(model), Machine.named(gpu, host_mem_gb=host_gb, **extra), work, quick=quick)
     except DoesNotFit as e:
@@ -187,6 +186,8 @@ def main() -> int:
     ap.add_argument("--move-us", type=float, default=None,
                     help="the scheduler's time per park or rejoin, us (default: sim/machine.py's, "
                          "our measurement)")
+    ap.add_argument("--move-turn-us", type=float, default=None,
+                    help="... and per turn that moves at all, us (default: sim/machine.py's)")
     ap.add_argument("--json", default=None, help="also write the rows alone here")
     ap.add_argument("--only", action="append", default=None, metavar="GPU/MODEL",
                     help="run only these grid points (repeatable), e.g. rtx4090/llama-3-70b")
@@ -199,10 +200,14 @@ def main() -> int:
         if unknown:
             ap.error(f"not on the grid: {', '.join('/'.join(u) for u in sorted(unknown))}")
         points = [p for p in points if p in want]
-    if a.move_us is not None and a.move_us < 0:
-        ap.error("--move-us must be >= 0")
-    move_s = a.move_us * 1e-6 if a.move_us is not None else None
-    jobs = [(g, m, a.host_gb, n, a.seed, a.quick, move_s) for g, m in points]
+    extra = {}
+    for flag, key in (("move_us", "move_s"), ("move_turn_us", "move_turn_s")):
+        v = getattr(a, flag)
+        if v is not None:
+            if v < 0:
+                ap.error(f"--{flag.replace('_', '-')} must be >= 0")
+            extra[key] = v * 1e-6
+    jobs = [(g, m, a.host_gb, n, a.seed, a.quick, extra) for g, m in points]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -235,7 +240,7 @@ def main() -> int:
     keys = ("gpu", "model", "tp", "pp", "pipemax", "best_baseline", "pipemax_vs_pp",
             "pipemax_vs_best", "optimum_fraction", "link_util", "pressed")
     record = {"benchmark": "projection", "requests": n, "quick": a.quick, "seed": a.seed,
-              "move_us": a.move_us,
+              "move_us": a.move_us, "move_turn_us": a.move_turn_us,
               "host_gb": a.host_gb, "wall_s": wall, "jobs": a.jobs,
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
               "rows": [{k: r.get(k) for k in keys} | {x: r[x] for x in r if x not in keys}

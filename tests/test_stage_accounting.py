@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 from types import SimpleNamespace
 
+import pytest
+
+from pipemax_sglang.core.move_price import MovePriceFit
 from pipemax_sglang.runtime.stats import PipeMaxStats
 from pipemax_sglang.sglang.messages import PipeMaxPlan
 from pipemax_sglang.sglang.stage import PipeMaxStage
@@ -39,6 +42,27 @@ def test_moves_are_timed_into_the_stats():
 
 def test_no_moves_report_no_price():
     assert PipeMaxStats().to_dict()["kv_move_ms"] == 0.0
+
+
+def test_each_turn_that_moves_is_one_sample_of_the_move_price():
+    stage = PipeMaxStage.__new__(PipeMaxStage)
+    stage.stats, stage.move_fit, stage._priced = PipeMaxStats(), MovePriceFit(min_moves=1), (0, 0.0)
+    stage._sample_move_price()                            # nothing moved: no sample
+    assert stage.move_price() is None
+    # turns moving 8 and 40 requests at 2 ms a turn plus 25 us a move
+    for moves in (8, 40) * 8:
+        stage.stats.parks += moves // 2
+        stage.stats.rejoins += moves - moves // 2
+        stage.stats.kv_move_s += 2e-3 + 25e-6 * moves
+        stage._sample_move_price()
+        stage._sample_move_price()                        # a turn that moved nothing more
+    price = stage.move_price()
+    assert price.turn_s == pytest.approx(2e-3, rel=1e-3)
+    assert price.move_s == pytest.approx(25e-6, rel=1e-3)
+    # the average per move (what the stage priced moves at before) is another number
+    assert stage.stats.kv_move_s / (stage.stats.parks + stage.stats.rejoins) > 2 * price.move_s
+    assert stage._price_report() == {"move_turn_ms": pytest.approx(2.0, rel=1e-3),
+                                     "move_us": pytest.approx(25.0, rel=1e-3)}
 
 
 def _req(rid: str, max_new: int | None, generated: int):
@@ -83,6 +107,7 @@ def test_with_nothing_to_move_stage_0_skips_the_decision():
     stage.ranks = SimpleNamespace(pp_size=2)
     stage.decider = SimpleNamespace(moves_serialize=True)
     stage.stats = PipeMaxStats()
+    stage.move_fit = MovePriceFit()
     stage.config = SimpleNamespace(stream="auto")
     stage.M = 2
     assert stage._decision_is_noop()                      # M = P = 2: nothing can stream
@@ -90,7 +115,7 @@ def test_with_nothing_to_move_stage_0_skips_the_decision():
     assert not stage._decision_is_noop()
     stage.M, stage.ranks = 4, SimpleNamespace(pp_size=4)
     assert stage._decision_is_noop()                      # CPU, moves not priced yet
-    stage.stats.parks, stage.stats.kv_move_s = 40, 0.01
+    stage.move_fit.observe(40, 0.01)
     assert not stage._decision_is_noop()                  # priced: streaming may pay
     stage.config = SimpleNamespace(stream="never")
     assert stage._decision_is_noop()

@@ -25,7 +25,7 @@ nothing from streaming (X* = D'/M): the next micro-batch is always the one loadi
     link    | m's C loading  | m+1's C loads |
     device  | M R (residents) + C(m) + C(m+1) <= D'
 
-Not in it: the scheduler's CPU time per move (2 moves a streamed row, a park and a rejoin).
+Not in it: the scheduler's CPU time for moves (2 a streamed row, a park and a rejoin).
 Where it outlasts the GPU's turn the optimum is not reachable at that price; `cpu_s` says how
 much a turn at X* would take, to set beside `turn_s`.
 """
@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from .cost_model import StepCost
+from .move_price import MovePrice
 
 StepFn = Callable[[float, float], float]       # (rows, context tokens) -> seconds
 
@@ -45,14 +46,15 @@ class TurnOptimum(NamedTuple):
     resident: float     # R*: of them resident
     streamed: float     # C*: of them loaded from host for the turn
     turn_s: float       # t(X*): the turn's step
-    cpu_s: float        # scheduler time of the turn's moves at X* (2 C* / L moves)
+    cpu_s: float        # scheduler time of the turn's moves at X* (2 C* / L moves, at
+                        # `move_price`; 0 without one)
     bound: str          # what binds: "link", "row cap", "device" (all streamed), "no stream"
 
 
 def turn_optimum(device_tokens: float, micro_batches: int, mean_context: float,
                  link_tokens_per_s: float, step: StepCost | StepFn, *, reserve_tokens: float = 0.0,
                  row_cap: float = float("inf"), margin: float = 0.0, growth_per_row: float = 1.0,
-                 move_s: float = 0.0) -> TurnOptimum:
+                 move_price: MovePrice | None = None) -> TurnOptimum:
     """X* for one stage (module note). `step(rows, context)` is the turn's time on the
     binding stage; `link_tokens_per_s` its H2D rate in tokens (bytes/s over k_s)."""
     if micro_batches < 1 or mean_context <= 0 or link_tokens_per_s < 0 or not 0 <= margin < 1:
@@ -68,7 +70,8 @@ def turn_optimum(device_tokens: float, micro_batches: int, mean_context: float,
     def result(x: float, bound: str) -> TurnOptimum:
         c = stream(x) if M > 2 else 0.0
         r = max(0.0, x - c)
-        return TurnOptimum(x, x / L, r, c, t(x / L, x) if x > 0 else 0.0, 2.0 * move_s * c / L, bound)
+        cpu = move_price.seconds(2.0 * c / L) if move_price is not None else 0.0
+        return TurnOptimum(x, x / L, r, c, t(x / L, x) if x > 0 else 0.0, cpu, bound)
 
     if d <= 0:
         return result(0.0, "device")

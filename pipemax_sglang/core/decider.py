@@ -46,7 +46,6 @@ from .selector_types import Candidate, SelectorInput
 
 CPU_COPY_BYTES_PER_S = 10e9      # nominal memcpy rate when no link is given (CPU runs)
 CPU_PRIOR = StepCost(a=2e-3, b=2e-4, c=2e-7)   # rough CPU prior until 16 steps are measured
-MOVES_TO_PRICE = 32      # parks and rejoins timed before their price steers the decider
 STREAM_MODES = ("auto", "always", "never")
 
 
@@ -87,6 +86,8 @@ class TurnView:
     prefetch_targets: tuple[tuple[int, int], ...] = ()   # (target turn, KV tokens) of the
                                           # prefetches above; empty: targets unknown
     move_s: float | None = None           # measured scheduler seconds per park or rejoin
+    move_turn_s: float = 0.0              # ... and per turn that moves (core/move_price.py;
+                                          # 0: move_s is a flat price, as in older logs)
     now: float = 0.0                      # the scheduler's clock, seconds (link timeline)
 
 
@@ -269,19 +270,20 @@ class Decider:
     def streams(self, view: TurnView, cost: StepCost, pool: list[PoolEntry]) -> bool:
         """Whether a pressed micro-batch parks its rows after its turn so that parked ones
         stream in (else its rows stay, and only a step that does not fit parks: SGLang's
-        retraction point), from the measured price of a move, p (view.move_s: the
-        scheduler's seconds per park or rejoin). D' is the device in rows. Without
-        streaming a cycle of M turns makes D' rows of work in M a + b D' seconds (a: a
-        turn's fixed cost, b: a row's). Streaming S rows a turn (residents R, R + 2S <= D':
-        two turns load at once; S = D'/2 at most) makes D' + (M - 2) S rows, and each
-        streamed row costs two moves of the scheduler's time:
+        retraction point), from the measured price of moves (core/move_price.py): T a turn
+        that moves (view.move_turn_s: its batched copies and rebuilt decode batch), p a park
+        or rejoin (view.move_s). D' is the device in rows. Without streaming a cycle of M
+        turns makes D' rows of work in M a + b D' seconds (a: a turn's fixed cost, b: a
+        row's). Streaming S rows a turn (residents R, R + 2S <= D': two turns load at once;
+        S = D'/2 at most) makes D' + (M - 2) S rows, and each turn's moves cost the
+        scheduler T + 2 p S (a park and a rejoin a streamed row):
           - where moves serialize with the forward (a CPU: they share the cores), the cycle
-            takes M a + b (D' + (M - 2) S) + 2 p M S, and with S = D'/2 streaming pays only
-            if (M - 2) a > 2 p D';
+            takes M a + b (D' + (M - 2) S) + M (T + 2 p S), and with S = D'/2 streaming pays
+            only if (M - 2) a > 2 T + 2 p D';
           - where the forward runs beside the scheduler (a GPU), a turn takes the longer of
-            the forward and the scheduler's 2 p S: moves are free while they fit under the
-            forward, and their excess is paid in full.
-        Before moves are priced (the first MOVES_TO_PRICE moves): on a CPU no streaming
+            the forward and the scheduler's T + 2 p S: moves are free while they fit under
+            the forward, and their excess is paid in full.
+        Before moves are priced (move_price.MOVES_TO_PRICE moves): on a CPU no streaming
         (streaming first and pricing after parked a whole micro-batch at the first pressed
         turn, whose rows then waited ~30 cycles for room, the batch's longest among them);
         on a GPU streaming (the forward hides a move of tens of microseconds)."""
@@ -289,13 +291,13 @@ class Decider:
             return self.config.stream == "always"
         if view.move_s is None:
             return not self.moves_serialize
-        M, p = view.num_mbs, view.move_s
+        M, p, T = view.num_mbs, view.move_s, view.move_turn_s
         live = max(1, self.live_rows(view, pool))
         device_rows = (view.device_tokens - self.reserve(view)) * live / max(1, view.inflight_tokens)
         if self.moves_serialize:
-            return (M - 2) * cost.a > 2 * p * device_rows
+            return (M - 2) * cost.a > 2 * T + 2 * p * device_rows
         S = device_rows / 2
-        stream_turn = max(cost.a + cost.b * (device_rows + (M - 2) * S) / M, 2 * p * S)
+        stream_turn = max(cost.a + cost.b * (device_rows + (M - 2) * S) / M, T + 2 * p * S)
         stream_rate = (device_rows + (M - 2) * S) / (M * stream_turn)
         plain_rate = device_rows / (M * cost.a + cost.b * device_rows)
         return stream_rate > plain_rate

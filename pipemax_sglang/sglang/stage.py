@@ -39,7 +39,8 @@ from pipemax_sglang.sglang.messages import PipeMaxPlan
 from pipemax_sglang.core import decision_log
 from pipemax_sglang.core.admission import Admission, AdmissionView, admission, park_order
 from pipemax_sglang.core.cost_model import prefix_reuse_min_tokens
-from pipemax_sglang.core.decider import MOVES_TO_PRICE, Decider, PoolEntry, TurnView
+from pipemax_sglang.core.decider import Decider, PoolEntry, TurnView
+from pipemax_sglang.core.move_price import MovePrice, MovePriceFit
 from pipemax_sglang.core.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class PipeMaxStage:
         self.ranks = ranks
         self.M = ranks.pp_size + ranks.pp_async_batch_depth if ranks.pp_size > 1 else 1
         self.turn = 0
+        self.move_fit = MovePriceFit()   # the scheduler's price of moves, by turn
+        self._priced = (0, 0.0)          # moves and move seconds at the last sample
         self.pool: dict[str, ParkedReq] = {}                  # admission order kept
         self.tasks: list[PipeMaxPlan] = []                    # rejoins not yet prefetched
         self.prefetched: dict[int, list[Prefetch]] = defaultdict(list)   # by target turn
@@ -184,10 +187,10 @@ class PipeMaxStage:
         prefetched = (pf.parked.kv_len for pfs in self.prefetched.values() for pf in pfs)
         return running + sum(p.kv_len for p in self.pool.values()) + sum(prefetched)
 
-    def move_s(self) -> float | None:
-        """Scheduler seconds per park or rejoin, once enough moves were timed to say."""
-        moves = self.stats.parks + self.stats.rejoins
-        return self.stats.kv_move_s / moves if moves >= MOVES_TO_PRICE else None
+    def move_price(self) -> MovePrice | None:
+        """The scheduler's price of moves (a turn that moves, and each move), fitted from
+        this stage's turns once enough moves were timed to say (core/move_price.py)."""
+        return self.move_fit.current()
 
     def defer_admission(self, running_batch) -> bool:
         """Whether this turn's micro-batch takes no new requests (core/admission.py). With
@@ -521,7 +524,17 @@ class PipeMaxStage:
         if mb == self.M - 1:  # one round per cycle of M turns: a wait is counted in cycles
             for p in self.pool.values():
                 p.rounds_waited += 1
+        self._sample_move_price()
         self.turn += 1
+
+    def _sample_move_price(self) -> None:
+        """One sample of the move price per turn that moved: its parks and rejoins and the
+        scheduler seconds since the last sample (a phase timed in a turn that counted no
+        move goes with the next one that does)."""
+        moves = self.stats.parks + self.stats.rejoins
+        if moves != self._priced[0]:
+            self.move_fit.observe(moves - self._priced[0], self.stats.kv_move_s - self._priced[1])
+            self._priced = (moves, self.stats.kv_move_s)
 
     def _decision_is_noop(self) -> bool:
         """Whether stage 0's decision this turn would certainly be empty, so SGLang's own
@@ -534,7 +547,7 @@ class PipeMaxStage:
             return False
         stream = self.config.stream
         if stream == "auto":
-            return self.M <= 2 or (self.decider.moves_serialize and self.move_s() is None)
+            return self.M <= 2 or (self.decider.moves_serialize and self.move_price() is None)
         return stream == "never"
 
     def _decide(self, mb: int, plan, decode_batch) -> None:
@@ -543,6 +556,7 @@ class PipeMaxStage:
         decode_rids = tuple(r.rid for r in decode_reqs)
         # this micro-batch's rows from the plan: SGLang has not stored them yet (compat)
         rows, ctx = compat.mb_shapes(sched, self.M, mb, plan)
+        price = self.move_price()
         view = TurnView(
             turn=self.turn, mb=mb, num_mbs=self.M, decode_rids=decode_rids,
             next_residents=compat.next_residents(plan, decode_rids),
@@ -555,7 +569,8 @@ class PipeMaxStage:
             prefetch_targets=tuple(sorted((t, sum(pf.parked.kv_len + 1 for pf in v))
                                           for t, v in self.prefetched.items() if v)),
             decode_ctx=compat.contexts(decode_reqs),
-            move_s=self.move_s(), now=time.monotonic(),
+            move_s=price.move_s if price is not None else None,
+            move_turn_s=price.turn_s if price is not None else 0.0, now=time.monotonic(),
         )
         planned = {rid: t.target_turn for t in self.tasks for rid in t.rejoin}
         pool = [PoolEntry(p.rid, p.kv_len, p.rounds_waited, p.arrival) for p in self.pool.values()
@@ -651,6 +666,12 @@ class PipeMaxStage:
         scheduler to send their abort outputs."""
         return self._abort_where(lambda p: abort_all or p.rid.startswith(rid_prefix))
 
+    def _price_report(self) -> dict[str, Any]:
+        """The fitted price of moves (None until priced): per turn that moves, per move."""
+        price = self.move_price()
+        return {"move_turn_ms": 1e3 * price.turn_s if price is not None else None,
+                "move_us": 1e6 * price.move_s if price is not None else None}
+
     def _overlap_report(self) -> dict[str, Any]:
         """How the link's load time (the H2D copier's busy seconds, CPU) relates to the stage:
         overlap_fraction is the share the scheduler did not wait for (it ran beside the
@@ -679,6 +700,7 @@ class PipeMaxStage:
                 "running_rids": sorted(r.rid for b in compat.running_batches(self.sched) for r in b.reqs)[:64],
                 "prefetching_rids": sorted(pf.parked.rid for v in self.prefetched.values() for pf in v)[:64],
                 "decider": self.decider is not None, **self.stats.to_dict(),
+                **self._price_report(),
                 **self._overlap_report(),
                 "step_samples": [r.decode_sample() for r in self.turns["decode"]] if samples else [],
                 "prefill_samples": [r.prefill_sample() for r in self.turns["prefill"]] if samples else []}

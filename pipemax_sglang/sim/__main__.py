@@ -39,12 +39,19 @@ def add_machine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--move-us", type=float, default=None,
                    help="the scheduler's CPU time per park or rejoin, microseconds "
                         f"(default {Machine.move_s * 1e6:.0f}: our measurement, sim/machine.py)")
+    p.add_argument("--move-turn-us", type=float, default=None,
+                   help="... and per turn that moves at all (its batched copies and decode batch), "
+                        f"microseconds (default {Machine.move_turn_s * 1e6:.0f})")
 
 
 def machine_from(a: argparse.Namespace) -> Machine:
-    if a.move_us is not None and a.move_us < 0:
-        raise SystemExit("--move-us must be >= 0")
-    extra = {"move_s": a.move_us * 1e-6} if a.move_us is not None else {}
+    extra = {}
+    for flag, key in (("move_us", "move_s"), ("move_turn_us", "move_turn_s")):
+        v = getattr(a, flag, None)
+        if v is not None:
+            if v < 0:
+                raise SystemExit(f"--{flag.replace('_', '-')} must be >= 0")
+            extra[key] = v * 1e-6
     return Machine.named(a.gpu, num_gpus=a.gpus, host_mem_gb=a.host_gb,
                          gpus_per_switch=a.gpus_per_switch, uplink_gbps=a.uplink_gbps, **extra)
 

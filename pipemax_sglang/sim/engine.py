@@ -22,13 +22,14 @@ processes an older micro-batch's result (parks) while the GPU computes. So the C
 turn k runs between the launches of k - 1 and k, beside the GPU's turn k - 1, and delays k
 only where it is longer:
 
-    CPU   ..| launch k-1 | moves of k (p each) | launch k |..
-    GPU   ......| turn k-1 (async)  |  idle   | turn k |..
+    CPU   ..| launch k-1 | moves of k (T + p each) | launch k |..
+    GPU   ......| turn k-1 (async)      |  idle   | turn k |..
 
-    launch_s(k) = max(arrival_s(k), max(launch_s(k-1), decided(k)) + p * moves(k))
+    launch_s(k) = max(arrival_s(k), max(launch_s(k-1), decided(k)) + price(moves(k)))
 
-with p = Machine.move_s and moves(k) the parks and rejoins of k's decision (every stage
-moves its own share of the KV). The GPU's wait for the CPU is `cpu_wait_s`. On a CPU host
+with price(n) = T + p n for n > 0 and 0 for n = 0 (Machine.move_price: T a turn that moves,
+p a move; core/move_price.py) and moves(k) the parks and rejoins of k's decision (every
+stage moves its own share of the KV). The GPU's wait for the CPU is `cpu_wait_s`. On a CPU host
 (Machine.moves_serialize) the forward runs on the same cores: the moves start only once
 the stage's previous turn is done, and add to every turn.
 
@@ -131,7 +132,7 @@ class Engine:
         self.decode_rows = 0
         self.decode_ctx = 0
         self.max_rows = 0
-        self.move_s = machine.move_s
+        self.move_price = machine.move_price
         self.moves_serialize = machine.moves_serialize
         self.last_launch = [0.0] * self.P
         self.free_since = [0.0] * self.P
@@ -210,7 +211,7 @@ class Engine:
             base = max(self.last_launch[s], t.decided_at)
             if self.moves_serialize:
                 base = max(base, self.free_since[s])
-            cpu = base + self.move_s * t.moves
+            cpu = base + self.move_price.seconds(t.moves)
             launch = t.launch_at[s] = max(ready, cpu)
             self.last_launch[s] = launch
         if launch > self.now:

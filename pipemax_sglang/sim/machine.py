@@ -21,12 +21,14 @@ user can change it):
     allreduce            NCCL ring all-reduce over PCIe, time by message size: fitted to
                          published 4090 measurements (calibration.py); an upper bound for
                          GeForce cards without a P2P driver.
-    move_s               the scheduler's CPU time per park or rejoin, charged on each stage's
-                         CPU timeline (engine.py): 0.5 ms, between what the live stack
-                         measures on our CPU hosts for a step moving 32-43 requests
-                         (bench_moves.py, 75-110 us a move) and one moving 2-3 (bench_offline.py
-                         at pp 2, 1.3-1.8 ms: a batched step costs ~1-2 ms whatever its size;
-                         docs/sim.md). A host CPU faster than ours lowers it.
+    move_s, move_turn_s  the scheduler's CPU price of moves (core/move_price.py): move_turn_s
+                         a turn that moves at all (its batched copies, its rebuilt decode
+                         batch), move_s each park or rejoin, charged on each stage's CPU
+                         timeline (engine.py). Defaults: 4 ms and 50 us, fitted over
+                         bench_moves.py's points on our 2-core CPU hosts (turns of 16 moves
+                         took 4.5-5.4 ms, of 64 moves 6.7-7.7 ms); a faster host CPU lowers
+                         both. A single price per move (the old default, 0.5 ms) charged a
+                         stream of 60 rows a turn 60 ms where these hosts spend ~10.
     moves_serialize      False (a GPU): a turn's moves run on the CPU beside the GPU's
                          previous turn; True (a CPU host: the forward shares the cores):
                          they add to the turn. The live decider has the same switch.
@@ -37,8 +39,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipemax_sglang.core import PROFILES, HardwareProfile, TransferModel
+from pipemax_sglang.core.move_price import MovePrice
 
 from .calibration import L20_KERNELS, PCIE_ALLREDUCE, AllReduceModel, Kernels
+
+# The scheduler's price of moves (core/move_price.py), fitted over benchmarks/bench_moves.py's
+# points on our 2-core CPU hosts (module note).
+MOVE_TURN_S = 4e-3
+MOVE_S = 50e-6
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,8 @@ class Machine:
     step_overhead_s: float = 0.5e-3
     kernels: Kernels = L20_KERNELS
     allreduce: AllReduceModel = PCIE_ALLREDUCE
-    move_s: float = 0.5e-3
+    move_s: float = MOVE_S
+    move_turn_s: float = MOVE_TURN_S
     moves_serialize: bool = False
 
     def __post_init__(self) -> None:
@@ -61,8 +70,14 @@ class Machine:
         if self.num_gpus % self.gpus_per_switch:
             raise ValueError(f"{self.num_gpus} GPUs do not split into switches of "
                              f"{self.gpus_per_switch}")
-        if min(self.host_mem_gb, self.reserve_gb, self.step_overhead_s, self.move_s) < 0:
-            raise ValueError("host_mem_gb, reserve_gb, step_overhead_s and move_s must be >= 0")
+        if min(self.host_mem_gb, self.reserve_gb, self.step_overhead_s, self.move_s,
+               self.move_turn_s) < 0:
+            raise ValueError("host_mem_gb, reserve_gb, step_overhead_s, move_s and move_turn_s "
+                             "must be >= 0")
+
+    @property
+    def move_price(self) -> MovePrice:
+        return MovePrice(self.move_turn_s, self.move_s)
 
     @classmethod
     def named(cls, gpu: str, **kw) -> "Machine":

@@ -37,8 +37,8 @@ books run ahead of the write-throughs that free it). Zero ledger violations is a
 
 Memory: a parked request's KV is off the device once parked (live, it stays until evicted,
 so a rejoin may find it there and load nothing: the simulator charges every rejoin its
-whole context, as the decider's budget does). The scheduler's CPU time per move is the
-engine's (Machine.move_s).
+whole context, as the decider's budget does). The scheduler's CPU price of moves is the
+engine's (Machine.move_price).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class PipeMaxScheduler(RecomputeScheduler):
             kv_bytes_per_token=max(layout.kv_bytes), num_stages=self.P,
             link_bytes_per_s=machine.policy_transfer_model().h2d_bytes_per_s,
             moves_serialize=machine.moves_serialize, prior=slowest.step)
-        self.move_s = machine.move_s
+        self.move_price = machine.move_price
         self.pool: dict[int, _Parked] = {}
         self.plans: dict[int, TurnPlan] = {}        # target turn -> the plan deciding it
         # the ledger's view (Effects, ring): for turn k, its rejoined rows and the KV each
@@ -323,7 +323,8 @@ class PipeMaxScheduler(RecomputeScheduler):
             next_residents=residents, mb_rows=rows, mb_ctx=ctx,
             inflight_tokens=self.used + self.host_used, device_tokens=self.D,
             waiting=len(self.waiting), row_cap=self.row_cap,
-            decode_ctx=tuple(int(book.kv[r]) + 1 for r in decode), move_s=self.move_s, now=now,
+            decode_ctx=tuple(int(book.kv[r]) + 1 for r in decode), move_s=self.move_price.move_s,
+            move_turn_s=self.move_price.turn_s, now=now,
             prefetching=len(pre), prefetching_tokens=sum(pre.values()) + len(pre),
             prefetch_targets=((k + 1, sum(pre.values()) + len(pre)),) if pre else ())
         t0 = perf_counter()

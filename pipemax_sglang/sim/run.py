@@ -212,4 +212,4 @@ def capacity_optimum(cfg: SimConfig, lay: Layout, mean_context: float) -> TurnOp
 
     return turn_optimum(lay.capacity_tokens, cfg.M, max(mean_context, 1.0), rate, step,
                         row_cap=cfg.row_cap or float("inf"), margin=cfg.budget_margin,
-                        move_s=cfg.machine.move_s)
+                        move_price=cfg.machine.move_price)

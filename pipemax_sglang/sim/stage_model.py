@@ -79,6 +79,7 @@ class StageModel:
     row_cap: int
     new_token_ratio: float = 0.5     # SGLang's admission reserve per running row's left tokens
     move_s: float | None = None      # the scheduler's seconds per move (CPU pricing)
+    move_turn_s: float = 0.0         # ... and per turn that moves
     clock: Callable[[int], float] = lambda t: 0.01 * t
     waiting: deque = field(default_factory=deque)
     turn: int = 0
@@ -271,7 +272,7 @@ class StageModel:
             prefetching=len(self.prefetched_reqs()),
             prefetching_tokens=sum(r.kv + 1 for r in self.prefetched_reqs()),
             decode_ctx=tuple(r.kv for r in decode),
-            move_s=self.move_s, now=self.clock(self.turn))
+            move_s=self.move_s, move_turn_s=self.move_turn_s, now=self.clock(self.turn))
         planned = {rid for t in self.tasks for rid in t.rejoin}
         pool = [PoolEntry(p.req.rid, p.req.kv, p.rounds_waited, p.req.arrival)
                 for p in self.pool.values() if p.req.rid not in decode_rids]

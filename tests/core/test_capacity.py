@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from pipemax_sglang.core import StepCost
 from pipemax_sglang.core.capacity import turn_optimum
+from pipemax_sglang.core.move_price import MovePrice
 
 MS = 1e-3
 
@@ -57,9 +58,15 @@ def test_the_reserve_growth_and_margin_come_off_before_the_split():
 def test_the_cpu_time_of_the_moves_is_reported_beside_the_turn():
     # 10k tokens streamed in rows of 100: 100 rejoins and 100 parks at 0.5 ms = 100 ms, ten
     # times the 10 ms turn: that optimum is not reachable at that price of a move
-    opt = turn_optimum(100_000, 8, 100, 1e6, StepCost(10 * MS, 0.0, 0.0), growth_per_row=0,
-                       move_s=0.5 * MS)
+    step = StepCost(10 * MS, 0.0, 0.0)
+    opt = turn_optimum(100_000, 8, 100, 1e6, step, growth_per_row=0,
+                       move_price=MovePrice.per_move(0.5 * MS))
     assert opt.cpu_s == pytest.approx(0.1)
+    # batched at 4 ms a turn plus 20 us a move: 4 + 200 x 0.02 = 8 ms, inside the turn
+    opt = turn_optimum(100_000, 8, 100, 1e6, step, growth_per_row=0,
+                       move_price=MovePrice(4 * MS, 20e-6))
+    assert opt.cpu_s == pytest.approx(8 * MS)
+    assert turn_optimum(100_000, 8, 100, 1e6, step, growth_per_row=0).cpu_s == 0.0
 
 
 @settings(max_examples=200, deadline=None)

@@ -116,13 +116,13 @@ def test_a_slow_link_keeps_rows_resident_that_it_could_not_bring_back():
     assert set(fast.decide(view, _pool(4), planned=set()).park) == set(decode)
 
 
-def _pressed_view(move_s, num_mbs=4):
+def _pressed_view(move_s, num_mbs=4, move_turn_s=0.0):
     decode = tuple(f"d{i}" for i in range(12))
     rows = (12,) + (4,) * (num_mbs - 1)
     return TurnView(turn=10, mb=0, num_mbs=num_mbs, decode_rids=decode, next_residents=(),
                     mb_rows=rows, mb_ctx=tuple(200 * r for r in rows), inflight_tokens=9_000,
                     device_tokens=8_000, waiting=0, row_cap=64, decode_ctx=(200,) * 12,
-                    move_s=move_s)
+                    move_s=move_s, move_turn_s=move_turn_s)
 
 
 def _cpu_decider(stream="auto"):
@@ -141,6 +141,19 @@ def test_streaming_pays_only_when_a_move_costs_less_than_the_turns_it_saves():
     # forced, the price does not decide
     assert _cpu_decider("always").streams(_pressed_view(move_s=0.5e-3), cost, [])
     assert not _cpu_decider("never").streams(_pressed_view(move_s=1e-6), cost, [])
+
+
+def test_a_turns_share_of_the_move_price_is_paid_once_a_turn_not_per_row():
+    d = _cpu_decider()
+    cost = StepCost(a=4e-3, b=2e-4, c=0.0)
+    # 2 ms a turn that moves plus 50 us a move: streaming D' ~ 20 rows costs 2 T + 2 p D'
+    # = 4 + 2 ms a turn, under the 8 ms the extra micro-batches save: it streams
+    assert d.streams(_pressed_view(move_s=50e-6, move_turn_s=2e-3), cost, [])
+    # the same moves priced flat at a turn of 4 (0.55 ms each: what an average per move
+    # measured there says) would look 22 ms dear, and not stream
+    assert not d.streams(_pressed_view(move_s=2e-3 / 4 + 50e-6), cost, [])
+    # a turn's share dear enough on its own does not stream either: 7 + 2 > 8 ms
+    assert not d.streams(_pressed_view(move_s=50e-6, move_turn_s=3.5e-3), cost, [])
 
 
 def test_without_streaming_rows_stay_and_rejoins_take_only_unheld_room():
@@ -190,6 +203,9 @@ def test_on_a_gpu_moves_are_free_while_they_fit_under_the_forward():
     assert gpu.streams(replace(view, move_s=None), cost, [])     # not priced yet: stream
     # 5 ms a move: the scheduler's part of a turn outlasts the forward many times over
     assert not gpu.streams(replace(view, move_s=5e-3), cost, [])
+    # a turn's share under the 20 ms forward stays hidden; 60 ms of it a turn is paid in full
+    assert gpu.streams(replace(view, move_turn_s=10e-3), cost, [])
+    assert not gpu.streams(replace(view, move_turn_s=60e-3), cost, [])
     # and at M = P there are no extra rows to stream for, whatever the price
     two = replace(view, num_mbs=2, mb_rows=(250, 250), mb_ctx=(100_000, 100_000))
     assert not gpu.streams(two, cost, [])

@@ -120,10 +120,13 @@ def test_the_cli_takes_the_price_of_a_move():
     args = ["--model", cfg, "--gpu", "l40", "--gpus", "2", "--requests", "30", "--policy", "pipemax"]
     assert main(args + ["--move-us", "50"]) == 0
     ns = argparse.Namespace(gpu="l40", gpus=2, host_gb=64.0, gpus_per_switch=1, uplink_gbps=None,
-                            move_us=50.0)
-    assert machine_from(ns).move_s == pytest.approx(50e-6)
+                            move_us=50.0, move_turn_us=1500.0)
+    price = machine_from(ns).move_price
+    assert (price.turn_s, price.move_s) == (pytest.approx(1.5e-3), pytest.approx(50e-6))
     with pytest.raises(SystemExit):
         main(args + ["--move-us", "-1"])
+    with pytest.raises(SystemExit):
+        main(args + ["--move-turn-us", "-1"])
 
 
 def test_the_cli_runs_a_hybrid_with_tp(tmp_path):

@@ -168,13 +168,14 @@ class _Scripted:
 
 def test_the_schedulers_moves_delay_a_launch_only_past_the_turn_they_overlap():
     # P = M = 2, 10 ms a step. Turn 2 is decided when turn 0 leaves stage 0 (10 ms) and its
-    # decision made 30 moves at 0.5 ms: stage 0's CPU works from 10 to 25 ms while the GPU
+    # decision made 30 moves at 0.5 ms (and no price a turn): stage 0's CPU works from 10 to
+    # 25 ms while the GPU
     # runs turn 1 (10-20), so the GPU waits 5 ms:
     #   stage 0: t0 [0,10] t1 [10,20] (idle) t2 [25,35] t3 [35,45]
     #   stage 1: t0 [10,20] t1 [20,30] t2 [35,45] t3 [45,55]
     # Stage 1 launched t1 at 20 and does t2's moves by 35, when t2 arrives: no wait there.
     lay = flat_layout(2, 10 * MS, capacity=1000)
-    mach = replace(link_machine(gpus=2), move_s=0.5 * MS)
+    mach = replace(link_machine(gpus=2), move_s=0.5 * MS, move_turn_s=0.0)
     eng, st = run(lay, _Scripted([0, 0, 30, 0], (10 * MS, 10 * MS)), M=2, machine=mach)
     starts = sorted((s, k, round(t / MS, 6)) for ev, s, k, t in eng.trace if ev == "start")
     assert starts == [(0, 0, 0), (0, 1, 10), (0, 2, 25), (0, 3, 35),
@@ -185,13 +186,18 @@ def test_the_schedulers_moves_delay_a_launch_only_past_the_turn_they_overlap():
     # 20 moves (10 ms) fit beside turn 1: nothing waits
     eng, st = run(lay, _Scripted([0, 0, 20, 0], (10 * MS, 10 * MS)), M=2, machine=mach)
     assert st.makespan_s == pytest.approx(50 * MS) and st.cpu_wait_s == (0.0, 0.0)
+    # ... unless the turn that moves pays 3 ms more on top: the GPU waits those 3 ms
+    eng, st = run(lay, _Scripted([0, 0, 20, 0], (10 * MS, 10 * MS)), M=2,
+                  machine=replace(mach, move_turn_s=3 * MS))
+    assert st.makespan_s == pytest.approx(53 * MS)
+    assert st.cpu_wait_s == pytest.approx((3 * MS, 0.0))
 
 
 def test_on_a_cpu_host_the_moves_add_to_the_turn():
     # moves_serialize: turn 2's 20 moves (10 ms) start when stage 0 is done with turn 1
     # (20 ms), so it launches at 30: what fitted beside turn 1 on a GPU now costs 10 ms
     lay = flat_layout(2, 10 * MS, capacity=1000)
-    mach = replace(link_machine(gpus=2), move_s=0.5 * MS, moves_serialize=True)
+    mach = replace(link_machine(gpus=2), move_s=0.5 * MS, move_turn_s=0.0, moves_serialize=True)
     eng, st = run(lay, _Scripted([0, 0, 20, 0], (10 * MS, 10 * MS)), M=2, machine=mach)
     starts = sorted((s, k, round(t / MS, 6)) for ev, s, k, t in eng.trace if ev == "start" and s == 0)
     assert starts == [(0, 0, 0), (0, 1, 10), (0, 2, 30), (0, 3, 40)]
