@@ -59,6 +59,7 @@ def _loaded_fraction(p: dict, per_token: int) -> float | None:
 
 def _figures(p: dict, per_token: int) -> dict:
     moves = p["parks"] + p["rejoins"]
+    turns = max(p["park_copies"], p["rejoin_batches"])   # each moving turn copies or rejoins
     kv_mb = p["moved_kv_tokens"] * per_token / 1e6
     return {
         "moves": moves, "parks": p["parks"], "rejoins": p["rejoins"], "recomputes": p["recomputes"],
@@ -80,9 +81,9 @@ def _figures(p: dict, per_token: int) -> dict:
         "rejoins_per_load": p["rejoins"] / p["windows"] if p["windows"] else None,
         # turns that moved (a park copy or a rejoin batch each) and a mean one's moves and
         # scheduler seconds: one sample of the price per turn (core/move_price.py)
-        "moving_turns": max(p["park_copies"], p["rejoin_batches"]),
-        "moves_per_turn": moves / max(p["park_copies"], p["rejoin_batches"]) if moves else None,
-        "ms_per_turn": 1e3 * p["kv_move_s"] / max(p["park_copies"], p["rejoin_batches"]) if moves else None,
+        "moving_turns": turns,
+        "moves_per_turn": moves / turns if turns else None,
+        "ms_per_turn": 1e3 * p["kv_move_s"] / turns if turns else None,
     }
 
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     at64 = [r for r in rows if r["requests"] == 64 and r["us_per_move"] is not None]
     # the price of moves over the points: a mean turn of each (their batch sizes differ, so
     # the share a turn pays whatever its size separates from each move's)
-    turns = tuple((r["moves_per_turn"], r["ms_per_turn"] / 1e3) for r in rows if r["moves"])
+    turns = tuple((r["moves_per_turn"], r["ms_per_turn"] / 1e3) for r in rows if r["moves_per_turn"])
     price = fit_move_price(turns) if len(turns) >= 2 else None
     out = {
         "us_per_move": max(r["us_per_move"] for r in at64) if at64 else None,

@@ -19,10 +19,11 @@ only the first setting of each family. Host memory 256 GB (less the planner's 8 
 reserve).
 
     python benchmarks/projection.py [--quick] [--json F] [--out DIR] [--requests N] [--jobs J]
-                                    [--only GPU/MODEL ...] [--move-us US]
+                                    [--only GPU/MODEL ...] [--move-us US] [--move-turn-us US]
 
---move-us sets the scheduler's CPU time per park or rejoin (default: our measurement on
-these hosts, sim/machine.py): the price decides whether streaming pays at all.
+--move-turn-us and --move-us set the scheduler's CPU price of moves: per turn that moves at
+all, and per park or rejoin (default: our measurement on these hosts, sim/machine.py; a
+flat price per move is --move-turn-us 0): the price decides whether streaming pays at all.
 
 Writes DIR/projection.md (the table), DIR/projection.json (rows and every run) and
 DIR/projection.png (throughput by family, a panel per GPU, PipeMax's ratio to the best
@@ -39,6 +40,7 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -240,7 +242,7 @@ def main() -> int:
     keys = ("gpu", "model", "tp", "pp", "pipemax", "best_baseline", "pipemax_vs_pp",
             "pipemax_vs_best", "optimum_fraction", "link_util", "pressed")
     record = {"benchmark": "projection", "requests": n, "quick": a.quick, "seed": a.seed,
-              "move_us": a.move_us, "move_turn_us": a.move_turn_us,
+              "move_price": asdict(replace(Machine.named(GPUS[0]), **extra).move_price),
               "host_gb": a.host_gb, "wall_s": wall, "jobs": a.jobs,
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
               "rows": [{k: r.get(k) for k in keys} | {x: r[x] for x in r if x not in keys}

@@ -32,7 +32,7 @@ from .fitting import robust_nnls
 # points on our 2-core CPU hosts (1-64 requests a step; docs/design.md, "What a move costs").
 # Used only as the fit's anchor where a run's own turns do not spread enough to separate the
 # two prices.
-TURN_SHARE_MOVES = 90.0
+TURN_SHARE_MOVES = 80.0
 MOVES_TO_PRICE = 32      # parks and rejoins timed before their price steers the decider
 
 
@@ -98,15 +98,25 @@ class MovePriceFit:
         return self._fit
 
 
+# How strongly the anchor holds the split where the samples barely decide it (a ridge
+# relative to the samples' weight, core/fitting.py): turns of 30-33 moves with 10% noise
+# say little about how the price splits, and a free fit there swings to either extreme;
+# turns of 8 and 64 moves outweigh it.
+ANCHOR_STRENGTH = 1e-2
+
+
 def fit_move_price(samples: tuple[tuple[int, float], ...],
                    turn_share_moves: float = TURN_SHARE_MOVES) -> MovePrice:
     """Robust non-negative fit of (turn_s, move_s) to (moves, seconds) samples, anchored to
-    the price of shape `turn_share_moves` through the samples' means (module note)."""
+    the price of shape `turn_share_moves` through the samples' medians (an outlier does not
+    move the anchor; module note)."""
+    if not samples:
+        raise ValueError("fit_move_price needs at least one (moves, seconds) sample")
     arr = np.array(samples, dtype=np.float64).reshape(-1, 2)
-    mean_x, mean_y = float(arr[:, 0].mean()), float(arr[:, 1].mean())
-    p0 = mean_y / (turn_share_moves + mean_x)
+    mid_x, mid_y = float(np.median(arr[:, 0])), float(np.median(arr[:, 1]))
+    p0 = mid_y / (turn_share_moves + mid_x)
     x = np.column_stack([np.ones(len(arr)), arr[:, 0]])
-    turn, per = robust_nnls(x, arr[:, 1], np.array([turn_share_moves * p0, p0]))
+    turn, per = robust_nnls(x, arr[:, 1], np.array([turn_share_moves * p0, p0]), ANCHOR_STRENGTH)
     return MovePrice(max(float(turn), 0.0), max(float(per), 0.0))
 
 

@@ -22,8 +22,8 @@ processes an older micro-batch's result (parks) while the GPU computes. So the C
 turn k runs between the launches of k - 1 and k, beside the GPU's turn k - 1, and delays k
 only where it is longer:
 
-    CPU   ..| launch k-1 | moves of k (T + p each) | launch k |..
-    GPU   ......| turn k-1 (async)      |  idle   | turn k |..
+    CPU   ..| launch k-1 | moves of k (T + p n) | launch k |..
+    GPU   ......| turn k-1 (async)   |  idle   | turn k |..
 
     launch_s(k) = max(arrival_s(k), max(launch_s(k-1), decided(k)) + price(moves(k)))
 

@@ -23,9 +23,26 @@ def test_a_turn_that_moves_nothing_costs_nothing_and_one_that_moves_pays_its_sha
 
 def test_turns_of_different_sizes_separate_the_two_prices():
     samples = tuple((n, 4.5e-3 + 21e-6 * n) for n in (8, 16, 32, 64) * 8)
-    price = fit_move_price(samples, turn_share_moves=10.0)     # a wrong anchor: the data decide
-    assert price.turn_s == pytest.approx(4.5e-3, rel=1e-3)
-    assert price.move_s == pytest.approx(21e-6, rel=1e-3)
+    price = fit_move_price(samples, turn_share_moves=200.0)    # about the true shape
+    assert price.turn_s == pytest.approx(4.5e-3, rel=0.02)
+    assert price.move_s == pytest.approx(21e-6, rel=0.05)
+    # an anchor far off (10 moves: 1.5 ms a turn and 147 us a move through the medians):
+    # the spread of the turns pulls the fit most of the way to what they say
+    off = fit_move_price(samples, turn_share_moves=10.0)
+    assert off.turn_s == pytest.approx(4.5e-3, rel=0.1)
+    assert abs(off.move_s - 21e-6) < 0.1 * abs(5.004e-3 / 34 - 21e-6)
+
+
+def test_turns_of_nearly_one_size_do_not_swing_the_split():
+    # 30-33 moves a turn with 20% noise say little about the split: a free fit swung from
+    # no price a move to all of it; the anchor keeps each of these within a third of the truth
+    for seed in range(6):
+        rng = random.Random(seed)
+        samples = tuple((n, (4e-3 + 47e-6 * n) * rng.uniform(0.9, 1.1))
+                        for n in (rng.choice((30, 31, 32, 33)) for _ in range(12)))
+        price = fit_move_price(samples)
+        assert price.turn_s == pytest.approx(4e-3, rel=0.33), seed
+        assert price.move_s == pytest.approx(47e-6, rel=0.33), seed
 
 
 def test_noisy_turns_with_an_outlier_still_give_the_prices():
@@ -45,6 +62,11 @@ def test_turns_all_of_one_size_keep_their_mean_and_split_it_by_the_anchor():
     # with no turn share in the anchor it is the flat average, as a single price says
     flat = fit_move_price(samples, turn_share_moves=0.0)
     assert flat.turn_s == pytest.approx(0.0, abs=1e-9) and flat.move_s == pytest.approx(6e-3 / 32)
+
+
+def test_no_samples_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least one"):
+        fit_move_price(())
 
 
 def test_the_fit_answers_only_once_enough_moves_were_timed():

@@ -70,4 +70,8 @@ def test_views_and_plans_survive_the_round_trip():
     assert set(out["view"]) - set(d["view"]) == {"move_turn_s"}
     assert out["view"].pop("move_turn_s") == 0.0
     assert out == d
+    # a view of this code, with the fitted move price's turn share, round-trips whole
+    priced = replace(view, move_s=47e-6, move_turn_s=4.1e-3)
+    line = json.loads(decision_log.decide_line(priced, [], {}, plan))
+    assert decision_log.view_of(line["view"]) == priced
     assert replace(plan) == plan and isinstance(plan.park, tuple)
