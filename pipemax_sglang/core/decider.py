@@ -272,15 +272,20 @@ class Decider:
         stream in (else its rows stay, and only a step that does not fit parks: SGLang's
         retraction point), from the measured price of moves (core/move_price.py): T a turn
         that moves (view.move_turn_s: its batched copies and rebuilt decode batch), p a park
-        or rejoin (view.move_s). D' is the device in rows. Without streaming a cycle of M
-        turns makes D' rows of work in M a + b D' seconds (a: a turn's fixed cost, b: a
-        row's). Streaming S rows a turn (residents R, R + 2S <= D': two turns load at once;
-        S = D'/2 at most) makes D' + (M - 2) S rows, and each turn's moves cost the
-        scheduler T + 2 p S (a park and a rejoin a streamed row):
+        or rejoin (view.move_s). D' is the device in rows, a a turn's fixed cost, b a
+        row's. Streaming S rows a turn (residents R, R + 2S <= D': two turns load at once;
+        S = D'/2 at most) makes D' + (M - 2) S rows of work a cycle of M turns, and each
+        turn's moves cost the scheduler T + 2 p S (a park and a rejoin a streamed row):
           - where moves serialize with the forward (a CPU: they share the cores), the cycle
-            takes M a + b (D' + (M - 2) S) + M (T + 2 p S), and with S = D'/2 streaming pays
-            only if (M - 2) a > 2 T + 2 p D';
-          - where the forward runs beside the scheduler (a GPU), a turn takes the longer of
+            takes M a + b (D' + (M - 2) S) + M (T + 2 p S). Without streaming the rows go
+            to the B = admit_mbs micro-batches that keep every stage busy (P, or what the
+            row cap needs; the others' turns are empty and pass), a cycle of D' rows in
+            B a + b D'. With S = D'/2 streaming pays only if (B - 2) a > 2 T + 2 p D': never
+            at B = 2, however cheap the moves (a pp 2 pipeline on a CPU; comparing with
+            all M turns paying a, as this rule once did, streamed at M = 3 as soon as moves
+            were priced per turn, and ran 0.78x stock where not streaming runs level);
+          - where the forward runs beside the scheduler (a GPU), every micro-batch keeps
+            rows (a cycle of M a + b D' without streaming) and a turn takes the longer of
             the forward and the scheduler's T + 2 p S: moves are free while they fit under
             the forward, and their excess is paid in full.
         Before moves are priced (move_price.MOVES_TO_PRICE moves): on a CPU no streaming
@@ -295,7 +300,8 @@ class Decider:
         live = max(1, self.live_rows(view, pool))
         device_rows = (view.device_tokens - self.reserve(view)) * live / max(1, view.inflight_tokens)
         if self.moves_serialize:
-            return (M - 2) * cost.a > 2 * T + 2 * p * device_rows
+            busy = self.admit_mbs(view, pool, pressed=True, stream=False)
+            return (busy - 2) * cost.a > 2 * T + 2 * p * device_rows
         S = device_rows / 2
         stream_turn = max(cost.a + cost.b * (device_rows + (M - 2) * S) / M, T + 2 * p * S)
         stream_rate = (device_rows + (M - 2) * S) / (M * stream_turn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 from pipemax_sglang.core import StepCost
 from pipemax_sglang.core.decider import Decider, DeciderConfig, PoolEntry, TurnView
@@ -125,35 +126,53 @@ def _pressed_view(move_s, num_mbs=4, move_turn_s=0.0):
                     move_s=move_s, move_turn_s=move_turn_s)
 
 
-def _cpu_decider(stream="auto"):
-    return Decider(DeciderConfig(stream=stream), kv_bytes_per_token=2048, num_stages=2,
+def _cpu_decider(stream="auto", stages=2):
+    return Decider(DeciderConfig(stream=stream), kv_bytes_per_token=2048, num_stages=stages,
                    link_bytes_per_s=None, moves_serialize=True)
 
 
 def test_streaming_pays_only_when_a_move_costs_less_than_the_turns_it_saves():
-    d = _cpu_decider()
+    # pp 4 at M = 8 on a CPU: without streaming the rows go to 4 micro-batches, so (B - 2) a
+    # = 8 ms against 2 p D': D' ~ 34 rows here, so the break-even p is ~0.12 ms
+    d = _cpu_decider(stages=4)
     cost = StepCost(a=4e-3, b=2e-4, c=0.0)
-    # (M - 2) a = 8 ms against 2 p D': D' ~ 20 rows here, so the break-even p is ~0.2 ms
-    assert d.streams(_pressed_view(move_s=0.05e-3), cost, [])
-    assert not d.streams(_pressed_view(move_s=0.5e-3), cost, [])        # these CPUs: ~0.47 ms
-    assert not d.streams(_pressed_view(move_s=None), cost, [])          # not priced yet
-    assert not d.streams(_pressed_view(move_s=1e-6, num_mbs=2), cost, [])   # M = P gains no rows
+    view = partial(_pressed_view, num_mbs=8)
+    assert d.admit_mbs(view(move_s=None), [], pressed=True, stream=False) == 4
+    assert d.streams(view(move_s=0.05e-3), cost, [])
+    assert not d.streams(view(move_s=0.5e-3), cost, [])                # these CPUs: ~0.47 ms
+    assert not d.streams(view(move_s=None), cost, [])                  # not priced yet
+    # M = P = 4 streams too: each turn then holds half the device, not a quarter
+    assert d.streams(view(move_s=0.05e-3, num_mbs=4), cost, [])
+    # M = P = 2: the two turns are the two streams, no rows to gain
+    assert not _cpu_decider().streams(_pressed_view(move_s=1e-6, num_mbs=2), cost, [])
     # forced, the price does not decide
     assert _cpu_decider("always").streams(_pressed_view(move_s=0.5e-3), cost, [])
     assert not _cpu_decider("never").streams(_pressed_view(move_s=1e-6), cost, [])
 
 
-def test_a_turns_share_of_the_move_price_is_paid_once_a_turn_not_per_row():
+def test_a_cpu_pipeline_of_two_stages_never_streams_however_cheap_the_moves():
+    # pp 2 at M = 4: without streaming the rows go to 2 micro-batches (the others' turns
+    # pass empty), as many turns paying a as streaming's two loading turns: nothing to gain
+    # (comparing with all M turns paying a streamed here, and ran 0.78x stock at M = 3)
     d = _cpu_decider()
     cost = StepCost(a=4e-3, b=2e-4, c=0.0)
-    # 2 ms a turn that moves plus 50 us a move: streaming D' ~ 20 rows costs 2 T + 2 p D'
-    # = 4 + 2 ms a turn, under the 8 ms the extra micro-batches save: it streams
-    assert d.streams(_pressed_view(move_s=50e-6, move_turn_s=2e-3), cost, [])
+    assert not d.streams(_pressed_view(move_s=1e-6), cost, [])
+    assert not d.streams(replace(_pressed_view(move_s=1e-6), num_mbs=3, mb_rows=(12, 4, 4),
+                                 mb_ctx=(2400, 800, 800)), cost, [])
+
+
+def test_a_turns_share_of_the_move_price_is_paid_once_a_turn_not_per_row():
+    d = _cpu_decider(stages=4)
+    cost = StepCost(a=4e-3, b=2e-4, c=0.0)
+    view = partial(_pressed_view, num_mbs=8)
+    # 2 ms a turn that moves plus 50 us a move: streaming D' ~ 34 rows costs 2 T + 2 p D'
+    # = 4 + 3.4 ms a turn, under the 8 ms the extra micro-batches save: it streams
+    assert d.streams(view(move_s=50e-6, move_turn_s=2e-3), cost, [])
     # the same moves priced flat at a turn of 4 (0.55 ms each: what an average per move
-    # measured there says) would look 22 ms dear, and not stream
-    assert not d.streams(_pressed_view(move_s=2e-3 / 4 + 50e-6), cost, [])
-    # a turn's share dear enough on its own does not stream either: 7 + 2 > 8 ms
-    assert not d.streams(_pressed_view(move_s=50e-6, move_turn_s=3.5e-3), cost, [])
+    # measured there says) would look 37 ms dear, and not stream
+    assert not d.streams(view(move_s=2e-3 / 4 + 50e-6), cost, [])
+    # a turn's share dear enough on its own does not stream either: 7 + 3.4 > 8 ms
+    assert not d.streams(view(move_s=50e-6, move_turn_s=3.5e-3), cost, [])
 
 
 def test_without_streaming_rows_stay_and_rejoins_take_only_unheld_room():
