@@ -65,10 +65,13 @@ class MovePriceFit:
     Contract: None until `min_moves` moves were observed; never a negative price; equal
     sample sequences give equal prices; the fit at the run's mean batch predicts about the
     run's mean turn (both prices scale with what was measured, only the split between them
-    comes from the anchor where the samples do not decide it)."""
+    comes from the anchor where the samples do not decide it). Refitted once `refit_every`
+    turns arrived since the last fit, not at every turn: a fit of a full window costs the
+    scheduler ~5-10 ms on our CPU hosts, and a window of hundreds of turns barely moves in
+    a few (as the step model, cost_model.StepCostModel)."""
 
     def __init__(self, window: int = 256, min_moves: int = MOVES_TO_PRICE,
-                 turn_share_moves: float = TURN_SHARE_MOVES, refit_every: int = 16) -> None:
+                 turn_share_moves: float = TURN_SHARE_MOVES, refit_every: int = 32) -> None:
         if window < 1 or min_moves < 1 or turn_share_moves < 0 or refit_every < 1:
             raise ValueError("need window, min_moves, refit_every >= 1 and turn_share_moves >= 0")
         self.min_moves = min_moves
