@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipemax_sglang.plan.search import BASELINES, plan  # noqa: E402
 from pipemax_sglang.sim import Machine, load_model, sharegpt_like  # noqa: E402
+from pipemax_sglang.sim.__main__ import move_price_fields  # noqa: E402
 from pipemax_sglang.sim.costs import DoesNotFit  # noqa: E402
 
 GPUS = ("rtx4090", "l20", "l40")
@@ -202,13 +203,10 @@ def main() -> int:
         if unknown:
             ap.error(f"not on the grid: {', '.join('/'.join(u) for u in sorted(unknown))}")
         points = [p for p in points if p in want]
-    extra = {}
-    for flag, key in (("move_us", "move_s"), ("move_turn_us", "move_turn_s")):
-        v = getattr(a, flag)
-        if v is not None:
-            if v < 0:
-                ap.error(f"--{flag.replace('_', '-')} must be >= 0")
-            extra[key] = v * 1e-6
+    try:
+        extra = move_price_fields(a.move_us, a.move_turn_us)
+    except ValueError as e:
+        ap.error(str(e))
     jobs = [(g, m, a.host_gb, n, a.seed, a.quick, extra) for g, m in points]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ a stream of 60 rows a turn from the first would refuse what the second makes che
 `MovePriceFit` fits (turn_s, move_s) from (moves, seconds) per turn that moved: the robust
 non-negative fit the step model uses (core/fitting.py), anchored where the samples do not
 decide (a run whose turns all move about as many requests) to the measured shape
-TURN_SHARE_MOVES: the turn's fixed price in moves, scaled to the run's own average price.
+TURN_SHARE_MOVES: the turn's fixed price in moves, scaled to the run's own median turn.
 The live stage 0 feeds it and shows the decider its price (TurnView.move_s, .move_turn_s);
 the simulator charges its engine's CPU timeline with the same MovePrice (sim/machine.py).
 """

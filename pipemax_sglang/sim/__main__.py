@@ -44,14 +44,22 @@ def add_machine_args(p: argparse.ArgumentParser) -> None:
                         f"microseconds (default {Machine.move_turn_s * 1e6:.0f})")
 
 
-def machine_from(a: argparse.Namespace) -> Machine:
+def move_price_fields(move_us: float | None, move_turn_us: float | None) -> dict:
+    """Machine fields for the price flags (microseconds; None keeps the default)."""
     extra = {}
-    for flag, key in (("move_us", "move_s"), ("move_turn_us", "move_turn_s")):
-        v = getattr(a, flag, None)
+    for flag, v, key in (("--move-us", move_us, "move_s"), ("--move-turn-us", move_turn_us, "move_turn_s")):
         if v is not None:
             if v < 0:
-                raise SystemExit(f"--{flag.replace('_', '-')} must be >= 0")
+                raise ValueError(f"{flag} must be >= 0")
             extra[key] = v * 1e-6
+    return extra
+
+
+def machine_from(a: argparse.Namespace) -> Machine:
+    try:
+        extra = move_price_fields(getattr(a, "move_us", None), getattr(a, "move_turn_us", None))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     return Machine.named(a.gpu, num_gpus=a.gpus, host_mem_gb=a.host_gb,
                          gpus_per_switch=a.gpus_per_switch, uplink_gbps=a.uplink_gbps, **extra)
 
