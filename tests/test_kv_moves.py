@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipemax_sglang.sglang import kv_moves
-from pipemax_sglang.sglang.kv_moves import DeferredFrees, HostCopy, _flat_spans
+from pipemax_sglang.sglang.kv_moves import DeferredFrees, HostCopy, Span, _flat_spans, whole
 
 
 def test_flat_spans_list_every_position_of_every_row_in_order():
@@ -28,6 +28,30 @@ def test_a_gather_of_spans_equals_per_row_slices_by_either_path(n):
     expected = torch.cat([table[r, s:e] for r, s, e in zip(rows, starts, ends)]).to(torch.int64)
     got = kv_moves.gather_spans(table, rows, starts, ends)
     assert got.dtype == torch.int64 and torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("n", [1, 3, kv_moves._SLICE_ROWS + 1, 40])
+def test_a_gather_of_spans_concatenates_them_in_order_by_every_path(n):
+    """Spans of a few bases (a micro-batch's parks and loads of a few turns), some empty, some
+    continuing the one before: one view, a few slices, or one index_select, the same values."""
+    bases = [torch.arange(100 * b, 100 * b + 60) for b in range(3)]
+    spans = []
+    for i in range(n):
+        b = bases[(i // 2) % 3]
+        start = (7 * i) % 40
+        spans.append(Span(b, start, start + (i % 5)))            # every fifth: nothing
+        if i % 3 == 0:
+            spans.append(Span(b, start + (i % 5), start + (i % 5) + 2))    # continues it
+    expected = [int(sp.base[j]) for sp in spans for j in range(sp.start, sp.end)]
+    assert kv_moves.gather(spans).tolist() == expected
+
+
+def test_host_copy_past_a_prefix_lists_the_rest_of_its_spans():
+    ring = HostCopy([whole(torch.arange(4)), Span(torch.arange(10, 20), 2, 5), whole(torch.arange(30, 32))], 9)
+    assert ring.indices().tolist() == [0, 1, 2, 3, 12, 13, 14, 30, 31]
+    assert kv_moves.gather(ring.past(5)).tolist() == [13, 14, 30, 31]
+    assert kv_moves.gather(ring.past(4)).tolist() == [12, 13, 14, 30, 31]
+    assert ring.past(9) == []
 
 
 def test_spans_of_nothing_are_empty():
@@ -54,7 +78,7 @@ def test_rejoined_rows_map_their_positions_to_their_new_slots_and_touch_nothing_
     rows = [(5 * i + 1) % 32 for i in range(n)]
     lens = [3 + (7 * i) % 30 for i in range(n)]
     slots = [torch.arange(1000 * (i + 1), 1000 * (i + 1) + n_, dtype=torch.int64) for i, n_ in enumerate(lens)]
-    kv_moves.write_rows(pool, rows, slots, lens)
+    kv_moves.write_rows(pool, rows, torch.cat(slots), lens)
     expected = torch.full((32, 40), -1, dtype=torch.int32)
     for r, s, n_ in zip(rows, slots, lens):
         expected[r, :n_] = s.to(torch.int32)
@@ -126,7 +150,7 @@ class FakeReq:
 
 def test_a_second_park_copies_only_what_was_decoded_since_the_first():
     assert kv_moves.new_host_tokens(FakeReq(70)) == 70           # never parked: all of it
-    ring = HostCopy([torch.arange(64), torch.arange(64, 70)], 70)
+    ring = HostCopy([whole(torch.arange(64)), Span(torch.arange(60, 70), 4, 10)], 70)
     assert kv_moves.new_host_tokens(FakeReq(73, ring)) == 3
     assert torch.equal(ring.indices(), torch.arange(70))
 
@@ -140,13 +164,14 @@ def test_a_load_copies_each_host_copy_in_token_order_and_leaves_it_one_chunk(mon
     copies = []
     monkeypatch.setattr(compat, "copy_to_device",
                         lambda sched, h, d: copies.append((h.clone(), d.clone())) or "the-copy")
-    a = FakeReq(6, HostCopy([torch.arange(0, 4), torch.arange(10, 12)], 6))
-    b = FakeReq(3, HostCopy([torch.arange(20, 22), torch.tensor([22])], 3))
+    a = FakeReq(6, HostCopy([whole(torch.arange(0, 4)), Span(torch.arange(8, 14), 2, 4)], 6))
+    b = FakeReq(3, HostCopy([whole(torch.arange(20, 22)), whole(torch.tensor([22]))], 3))
     pa = Prefetch(ParkedReq(a, 6, 0, 0), 1, torch.arange(100, 106))
     pb = Prefetch(ParkedReq(b, 3, 0, 1), 1, torch.tensor([200, 201]),   # its first token reused
                   prefix=torch.tensor([500]))
     assert kv_moves.load_many([pa, pb], sched=None) == "the-copy"
     (host, dev), = copies
+    assert pa.load_tokens == 6 and pb.load_tokens == 2
     assert host.tolist() == [0, 1, 2, 3, 10, 11, 21, 22]
     assert dev.tolist() == [100, 101, 102, 103, 104, 105, 200, 201]
     assert pa.load == pb.load == "the-copy"

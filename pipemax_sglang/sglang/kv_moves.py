@@ -46,8 +46,9 @@ Invariants kept here, and why they hold:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from pipemax_sglang.sglang import compat
@@ -55,17 +56,51 @@ from pipemax_sglang.sglang import compat
 _NO_INDICES = torch.empty(0, dtype=torch.int64)
 
 
+class Span(NamedTuple):
+    """Positions [start, end) of an index tensor `base`, not yet sliced: a view per request is
+    a torch op per request (~2-10 us of dispatch on our hosts), which a move of a micro-batch
+    must not cost; spans are sliced or gathered only where a tensor is needed (gather)."""
+    base: torch.Tensor
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    def tensor(self) -> torch.Tensor:
+        return self.base[self.start:self.end]
+
+
+def whole(t: torch.Tensor) -> Span:
+    return Span(t, 0, t.shape[0])
+
+
+_NO_SPAN = Span(_NO_INDICES, 0, 0)
+
+
 @dataclass
 class HostCopy:
     """A request's KV [0, tokens) in host slots PipeMax allocated, in token order, as the
-    chunks its parks copied (never concatenated per park: one torch op a request a park is
-    what a move must not cost). KV never changes once written, so the copy stays valid while
-    the request runs again, and its next park copies only what it decoded since."""
-    chunks: list = field(default_factory=list)    # int64 host-pool index tensors
+    spans its parks copied (of each park's one allocation; never sliced or concatenated per
+    park). KV never changes once written, so the copy stays valid while the request runs
+    again, and its next park copies only what it decoded since."""
+    chunks: list = field(default_factory=list)    # Spans of int64 host-pool index tensors
     tokens: int = 0
 
     def indices(self) -> torch.Tensor:
-        return torch.cat(self.chunks) if len(self.chunks) != 1 else self.chunks[0]
+        return gather(self.chunks)
+
+    def past(self, p: int) -> list[Span]:
+        """The spans of tokens [p, tokens)."""
+        out = []
+        for c in self.chunks:
+            if p >= c.size:
+                p -= c.size
+                continue
+            out.append(Span(c.base, c.start + p, c.end) if p else c)
+            p = 0
+        return out
 
 
 # Below this many rows a per-row slice is cheaper than one flat gather (measured on our CPU
@@ -73,18 +108,54 @@ class HostCopy:
 _SLICE_ROWS = 8
 
 
-def _flat_spans(rows: list[int], starts: list[int], ends: list[int], width: int) -> torch.Tensor:
-    """Flat indices (row * width + position) of positions [starts[i], ends[i]) of rows[i],
-    in order, all rows at once: a handful of torch ops for a micro-batch, not a few per
-    request."""
-    counts = [e - s for s, e in zip(starts, ends)]
-    total = sum(counts)
+def _flat_ranges(firsts: list[int], counts: list[int]) -> torch.Tensor:
+    """[firsts[0], firsts[0] + counts[0]) ++ [firsts[1], ...) ... as one int64 (CPU) tensor, all
+    at once: a handful of numpy ops for a micro-batch, not a few per request (numpy, not
+    torch: ~35 us for 32 rows of 512 here, torch's dispatch made it ~95)."""
+    c = np.asarray(counts, dtype=np.int64)
+    total = int(c.sum())
     if total == 0:
         return _NO_INDICES
-    c = torch.tensor(counts, dtype=torch.int64)
-    first = torch.tensor([r * width + s for r, s in zip(rows, starts)], dtype=torch.int64)
-    shift = (first - (torch.cumsum(c, 0) - c)).repeat_interleave(c, output_size=total)
-    return torch.arange(total, dtype=torch.int64) + shift
+    shift = np.repeat(np.asarray(firsts, dtype=np.int64) - (np.cumsum(c) - c), c)
+    return torch.from_numpy(np.arange(total, dtype=np.int64) + shift)
+
+
+def _flat_spans(rows: list[int], starts: list[int], ends: list[int], width: int) -> torch.Tensor:
+    """Flat indices (row * width + position) of positions [starts[i], ends[i]) of rows[i],
+    in order, all rows at once."""
+    return _flat_ranges([r * width + s for r, s in zip(rows, starts)],
+                        [e - s for s, e in zip(starts, ends)])
+
+
+def gather(spans: list[Span]) -> torch.Tensor:
+    """The concatenation of `spans` (of tensors of one dtype and device) as one tensor: spans
+    that continue one another merge; one is a view, a few are sliced and concatenated, more
+    are one index_select over their distinct bases (a micro-batch's spans come from a few
+    allocations: the parks and loads of a few turns)."""
+    merged: list[Span] = []
+    for sp in spans:
+        if sp.end <= sp.start:
+            continue
+        if merged and merged[-1].base is sp.base and merged[-1].end == sp.start:
+            merged[-1] = Span(sp.base, merged[-1].start, sp.end)
+        else:
+            merged.append(sp)
+    if not merged:
+        return _NO_INDICES
+    if len(merged) == 1:
+        return merged[0].tensor()
+    if len(merged) <= _SLICE_ROWS:
+        return torch.cat([sp.tensor() for sp in merged])
+    at: dict[int, int] = {}
+    bases, size = [], 0
+    for sp in merged:
+        if id(sp.base) not in at:
+            at[id(sp.base)] = size
+            bases.append(sp.base)
+            size += sp.base.shape[0]
+    src = torch.cat(bases) if len(bases) > 1 else bases[0]
+    flat = _flat_ranges([at[id(sp.base)] + sp.start for sp in merged], [sp.size for sp in merged])
+    return src.index_select(0, flat.to(src.device))
 
 
 def gather_spans(table: torch.Tensor, rows: list[int], starts: list[int], ends: list[int]) -> torch.Tensor:
@@ -95,18 +166,21 @@ def gather_spans(table: torch.Tensor, rows: list[int], starts: list[int], ends: 
             return _NO_INDICES
         return (torch.cat(parts) if len(parts) > 1 else parts[0]).to(torch.int64)
     flat = _flat_spans(rows, starts, ends, table.shape[1])
-    return table.view(-1).index_select(0, flat).to(torch.int64) if len(flat) else _NO_INDICES
+    return table.view(-1).index_select(0, flat.to(table.device)).to(torch.int64) if len(flat) else _NO_INDICES
 
 
-def write_rows(pool, rows: list[int], slots: list[torch.Tensor], lens: list[int]) -> None:
-    """Row rows[i] of the req-to-token table maps its positions [0, lens[i]) to slots[i]."""
+def write_rows(pool, rows: list[int], values: torch.Tensor, lens: list[int]) -> None:
+    """Row rows[i] of the req-to-token table maps its positions [0, lens[i]) to the next
+    lens[i] slots of `values` (every row's slots, concatenated in order)."""
     if len(rows) <= _SLICE_ROWS:
-        for r, s, n in zip(rows, slots, lens):
-            pool.write((r, slice(0, n)), s.to(torch.int32))
+        at = 0
+        for r, n in zip(rows, lens):
+            pool.write((r, slice(0, n)), values[at:at + n].to(torch.int32))
+            at += n
         return
     table = pool.req_to_token
     flat = _flat_spans(rows, [0] * len(rows), lens, table.shape[1])
-    table.view(-1).index_copy_(0, flat, torch.cat(slots).to(table.dtype))   # pool.write, flat
+    table.view(-1).index_copy_(0, flat.to(table.device), values.to(table.dtype))   # pool.write, flat
 
 
 @dataclass
@@ -129,11 +203,20 @@ class ParkedReq:
 class Prefetch:
     parked: ParkedReq
     target_turn: int
-    device: torch.Tensor                   # the request's new device slots for [len(prefix), L)
+    slots: Span = _NO_SPAN                 # the request's new device slots for [len(prefix), L)
     load: Any = None                       # the copy filling them (None: not issued yet)
     prefix: torch.Tensor = field(default_factory=lambda: _NO_INDICES)   # tree slots [0, P'), locked
     node: Any = None                       # the tree node the prefix ends at
     lock: Any = None                       # the lock holding it (released with the prefetch)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.slots, Span):
+            self.slots = whole(self.slots)
+
+    @property
+    def load_tokens(self) -> int:
+        """Tokens this prefetch loads (its KV less the reused prefix)."""
+        return self.slots.size
 
 
 class DeferredFrees:
@@ -210,16 +293,16 @@ def park_many(reqs: list, sched, frees: DeferredFrees, turn: int) -> list[tuple[
     if n:
         copy = compat.copy_to_host(sched, host, gather_spans(r2t, rows, known, lens))
     frees.add(turn, copy, gather_spans(r2t, rows, prefix, lens))
-    counts = [L - k for L, k in zip(lens, known)]
-    parts = torch.split(host, counts) if n else [_NO_INDICES] * len(reqs)
-    out = []
-    for req, part, c, L, P in zip(reqs, parts, counts, lens, prefix):
+    out, at = [], 0
+    for req, k, L, P in zip(reqs, known, lens, prefix):
         ring = getattr(req, "pipemax_ring", None)
         if ring is None:
             ring = req.pipemax_ring = HostCopy()
+        c = L - k
         if c:
-            ring.chunks.append(part)
+            ring.chunks.append(Span(host, at, at + c))
             ring.tokens += c
+            at += c
         if req.lock is not None:
             frees.add(turn, copy, _NO_INDICES, req.lock)
             req.lock = None
@@ -260,14 +343,16 @@ def prefetch_many(wanted: list, sched,
     pres = [compat.match_device_prefix(sched, p.req, min(p.tree_len, p.kv_len - 1))
             if reuse_min_tokens is not None and p.tree_len >= reuse_min_tokens else None
             for _, p in wanted]
-    made = [Prefetch(p, target, _NO_INDICES) if m is None else
-            Prefetch(p, target, _NO_INDICES, prefix=m.indices, node=m.node, lock=m.lock)
+    made = [Prefetch(p, target) if m is None else
+            Prefetch(p, target, prefix=m.indices, node=m.node, lock=m.lock)
             for (target, p), m in zip(wanted, pres)]
     sizes = [pf.parked.kv_len - pf.prefix.shape[0] for pf in made]
     slots = compat.alloc_device(sched, sum(sizes)) if wanted else None
     if slots is not None:
-        for pf, s in zip(made, torch.split(slots, sizes)):
-            pf.device = s
+        at = 0
+        for pf, n in zip(made, sizes):
+            pf.slots = Span(slots, at, at + n)
+            at += n
         return made, []
     for i, (pf, n) in enumerate(zip(made, sizes)):
         s = compat.alloc_device(sched, n)
@@ -276,37 +361,39 @@ def prefetch_many(wanted: list, sched,
                 sched.tree_cache.unlock(rest.lock)    # nothing reads them yet
                 rest.lock = None
             return made[:i], wanted[i:]
-        pf.device = s
+        pf.slots = whole(s)
     return made, []
 
 
 def load_many(prefetches: list[Prefetch], sched):
     """One host-to-device copy for `prefetches` (on the link HiCache's loads use, after
     them: its finish covers them). Returns the copy (a fence, and its bytes) or None."""
-    todo = [pf for pf in prefetches if pf.load is None and pf.device.shape[0]]
+    todo = [pf for pf in prefetches if pf.load is None and pf.slots.size]
     if not todo:
         return None
-    parts, whole = [], []
+    spans = []
     for pf in todo:
         ring = pf.parked.req.pipemax_ring
         assert ring.tokens == pf.parked.kv_len, pf.parked.rid
         P = pf.prefix.shape[0]
-        whole.append(not P and len(ring.chunks) > 1)
-        parts.extend(ring.chunks if not P else [ring.indices()[P:]])
-    host = torch.cat(parts)
-    copy = compat.copy_to_device(sched, host, torch.cat([pf.device for pf in todo]))
-    # the loaded requests' copies become one chunk each (views of `host`): a request that
-    # parks every turn would otherwise bring one more chunk to every later load's cat
-    for pf, h, w in zip(todo, torch.split(host, [pf.device.shape[0] for pf in todo]), whole):
+        spans.extend(ring.past(P) if P else ring.chunks)
+    host = gather(spans)
+    copy = compat.copy_to_device(sched, host, gather([pf.slots for pf in todo]))
+    # a loaded request's copy becomes one span (of `host`): a request that parks every turn
+    # would otherwise bring one more span to every later load
+    at = 0
+    for pf in todo:
         pf.load = copy
-        if w:
-            pf.parked.req.pipemax_ring.chunks = [h]
+        ring = pf.parked.req.pipemax_ring
+        if not pf.prefix.shape[0] and len(ring.chunks) > 1:
+            ring.chunks = [Span(host, at, at + ring.tokens)]
+        at += pf.slots.size
     return copy
 
 
 def abandon(pf: Prefetch, frees: DeferredFrees, turn: int) -> None:
-    frees.add(turn, pf.load, pf.device, pf.lock)      # a load may still be writing them
-    pf.device = pf.prefix = _NO_INDICES
+    frees.add(turn, pf.load, pf.slots.tensor(), pf.lock)      # a load may still be writing them
+    pf.slots, pf.prefix = _NO_SPAN, _NO_INDICES
     pf.lock = None
 
 
@@ -332,12 +419,15 @@ def rejoin(prefetches: list[Prefetch], scheduler) -> Any:
     if rows is None:
         raise RuntimeError("pipemax: no free req_to_token rows for rejoining requests")
     lens = [pf.parked.kv_len for pf in prefetches]
-    write_rows(scheduler.req_to_token_pool, [r.kv.req_pool_idx for r in reqs],
-               [pf.device if not pf.prefix.shape[0] else torch.cat([pf.prefix, pf.device])
-                for pf in prefetches], lens)
+    spans = []
+    for pf in prefetches:
+        if pf.prefix.shape[0]:
+            spans.append(whole(pf.prefix))
+        spans.append(pf.slots)
+    write_rows(scheduler.req_to_token_pool, [r.kv.req_pool_idx for r in reqs], gather(spans), lens)
     for pf, L in zip(prefetches, lens):
         kv = pf.parked.req.kv
         kv.cache_protected_len = kv.cache_inserted_len = pf.prefix.shape[0]
-        pf.device = pf.prefix = _NO_INDICES      # the request's now (SGLang frees its own)
+        pf.slots, pf.prefix = _NO_SPAN, _NO_INDICES      # the request's now (SGLang frees its own)
         kv.kv_committed_len = kv.kv_allocated_len = L
     return compat.build_decode_batch(scheduler, reqs)

@@ -447,7 +447,7 @@ class PipeMaxStage:
             # their link time back to the next plans (a plan's prefetches: its target turn)
             for msg in due:
                 if msg.plan_bytes:
-                    self._reconcile_link(msg.turn, sum(pf.device.shape[0] for pf in fresh
+                    self._reconcile_link(msg.turn, sum(pf.load_tokens for pf in fresh
                                                        if pf.target_turn == msg.target_turn))
         self._note_pool()
 
@@ -465,7 +465,7 @@ class PipeMaxStage:
         for pf in made:
             self.pool.pop(pf.parked.rid)
             self.prefetched[pf.target_turn].append(pf)
-            self.stats.h2d_bytes += pf.device.shape[0] * per_token
+            self.stats.h2d_bytes += pf.load_tokens * per_token
             self.stats.reused_prefix_tokens += pf.prefix.shape[0]
         return short, made
 
