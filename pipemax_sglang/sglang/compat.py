@@ -391,8 +391,9 @@ def order_park_after_forward(sched, mb: int) -> None:
     import torch
 
     from pipemax_sglang.runtime.fences import order_after_forward
+    from pipemax_sglang.sglang.platform import on_gpu
 
-    if torch.cuda.is_available():
+    if on_gpu():
         events = getattr(sched, "pipemax_launch_events", {})
         order_after_forward(events.get(mb), torch.cuda.current_stream(), True)
 

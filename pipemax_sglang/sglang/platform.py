@@ -61,7 +61,7 @@ def serial_ops() -> Iterator[None]:
     import torch
 
     n = torch.get_num_threads()
-    if n <= 1 or _on_gpu():
+    if n <= 1 or on_gpu():
         yield
         return
     torch.set_num_threads(1)
@@ -72,7 +72,8 @@ def serial_ops() -> Iterator[None]:
 
 
 @functools.lru_cache(maxsize=None)
-def _on_gpu() -> bool:
+def on_gpu() -> bool:
+    """has_cuda(), asked once a process (torch asks the driver each time: per move here)."""
     return has_cuda()
 
 

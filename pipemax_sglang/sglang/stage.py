@@ -263,7 +263,8 @@ class PipeMaxStage:
                 need += new
                 ok.append(req)
         parked = self._park_now(ok, msg.turn, finish=not in_flight)
-        keep = [i for i, r in enumerate(batch.reqs) if r not in parked]
+        gone = {id(r) for r in parked}
+        keep = [i for i, r in enumerate(batch.reqs) if id(r) not in gone]
         compat.keep_rows(batch, keep)
         self._note_pool()
 
