@@ -340,3 +340,20 @@ def test_a_plan_that_found_the_link_idle_keeps_its_slot_when_an_earlier_one_load
     queued = copy.deepcopy(d)
     assert queued.loaded(second.turn, 1, now) > 0
     assert queued.link_free_at < d.link_free_at
+
+
+def test_loads_start_at_the_last_turn_before_the_target_whose_micro_batch_runs():
+    """A plan decided at turn 10 for micro-batch 0 targets turn 14 (M = 4); its loads start at
+    the launch of the last turn before it that has rows to run, so a forward hides them: with
+    micro-batches 2 and 3 drained (turns 12 and 13 launch nothing), turn 11 (micro-batch 1).
+    Issued at turn 13 they would wait for the target's own ingest, beside no forward."""
+    d = Decider(DeciderConfig(), kv_bytes_per_token=1024, num_stages=2, link_bytes_per_s=None)
+    busy, drained = _view([4, 4, 4, 4]), _view([4, 4, 0, 0])
+    assert Decider.issue_turn(busy) == 13
+    assert Decider.issue_turn(drained) == 11
+    assert Decider.issue_turn(_view([4, 0, 4, 0])) == 12
+    # nothing runs before the target: the slot before it, as before (the target's ingest)
+    assert Decider.issue_turn(_view([4, 0, 0, 0])) == 13
+    assert Decider.issue_turn(_view([4, 0])) == 11 and Decider.issue_turn(_view([4])) == 11
+    plan = d.decide(drained, _pool(6), planned=set())
+    assert plan.rejoin and (plan.target_turn, plan.issue_turn) == (14, 11)

@@ -7,6 +7,10 @@ tests/integration/test_pipemax_parking.py (which also replays its own fresh reco
                                         what is in flight, --pipemax-stream auto
   decisions-pp2-tiny-link20mb.jsonl.gz  the same at --pipemax-stream always with the link
                                         emulated at 20 MB/s (the budget binds)
+Re-recorded when the decider's plans change (a replay of an older recording gives the
+plans this code makes, not the ones recorded). decisions-pp2-tiny-older-view.jsonl.gz is
+such an older recording (its views lack the move price's turn share): kept to show that a
+log of an older format still reads.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pipemax_sglang.sim.replay import replay
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 LOGS = ["decisions-pp2-tiny.jsonl.gz", "decisions-pp2-tiny-link20mb.jsonl.gz"]
+OLDER_VIEW_LOG = "decisions-pp2-tiny-older-view.jsonl.gz"
 
 
 def test_the_simulator_decides_with_the_core_decider():
@@ -60,7 +65,7 @@ def test_a_log_without_init_is_refused(tmp_path):
 
 
 def test_views_and_plans_survive_the_round_trip():
-    rows = decision_log.read(os.path.join(FIXTURES, LOGS[0]))
+    rows = decision_log.read(os.path.join(FIXTURES, OLDER_VIEW_LOG))
     d = next(r for r in rows if r["call"] == "decide" and r["plan"]["park"])
     view = decision_log.view_of(d["view"])
     plan = decision_log.plan_of(d["plan"])
