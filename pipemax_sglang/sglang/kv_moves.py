@@ -59,7 +59,9 @@ _NO_INDICES = torch.empty(0, dtype=torch.int64)
 class Span(NamedTuple):
     """Positions [start, end) of an index tensor `base`, not yet sliced: a view per request is
     a torch op per request (~2-10 us of dispatch on our hosts), which a move of a micro-batch
-    must not cost; spans are sliced or gathered only where a tensor is needed (gather)."""
+    must not cost; spans are sliced or gathered only where a tensor is needed (gather). A
+    span keeps its whole base alive (the indices of one park's or load's allocation, 8 bytes
+    a token, until its last request re-spans or releases): small beside the KV they index."""
     base: torch.Tensor
     start: int
     end: int
