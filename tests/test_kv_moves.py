@@ -166,8 +166,8 @@ def test_a_load_copies_each_host_copy_in_token_order_and_leaves_it_one_chunk(mon
                         lambda sched, h, d: copies.append((h.clone(), d.clone())) or "the-copy")
     a = FakeReq(6, HostCopy([whole(torch.arange(0, 4)), Span(torch.arange(8, 14), 2, 4)], 6))
     b = FakeReq(3, HostCopy([whole(torch.arange(20, 22)), whole(torch.tensor([22]))], 3))
-    pa = Prefetch(ParkedReq(a, 6, 0, 0), 1, torch.arange(100, 106))
-    pb = Prefetch(ParkedReq(b, 3, 0, 1), 1, torch.tensor([200, 201]),   # its first token reused
+    pa = Prefetch(ParkedReq(a, 6, 0, 0), 1, whole(torch.arange(100, 106)))
+    pb = Prefetch(ParkedReq(b, 3, 0, 1), 1, whole(torch.tensor([200, 201])),   # its first token reused
                   prefix=torch.tensor([500]))
     assert kv_moves.load_many([pa, pb], sched=None) == "the-copy"
     (host, dev), = copies

@@ -211,10 +211,6 @@ class Prefetch:
     node: Any = None                       # the tree node the prefix ends at
     lock: Any = None                       # the lock holding it (released with the prefetch)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.slots, Span):
-            self.slots = whole(self.slots)
-
     @property
     def load_tokens(self) -> int:
         """Tokens this prefetch loads (its KV less the reused prefix)."""
