@@ -48,20 +48,26 @@ def nnls_ridge(x: np.ndarray, y: np.ndarray, w: np.ndarray, prior: np.ndarray,
     gram = z.T @ zw                    # [p, p]
     rhs = zw.T @ y                     # [p]
     ridge = mu * np.ones(p)
+    system = gram + np.diag(ridge)     # the ridge system; a support solves its sub-block
+    target = rhs + ridge * phi_prior
     best_obj, best_phi = np.inf, np.zeros(p)
     for k in range(p, -1, -1):
         for support in itertools.combinations(range(p), k):
             phi = np.zeros(p)
             if support:
-                idx = np.array(support)
-                a = gram[np.ix_(idx, idx)] + np.diag(ridge[idx])
-                b = rhs[idx] + ridge[idx] * phi_prior[idx]
+                idx = list(support)
                 try:
-                    phi[idx] = np.linalg.solve(a, b)
+                    phi[idx] = np.linalg.solve(system[np.ix_(idx, idx)], target[idx])
                 except np.linalg.LinAlgError:
                     continue
                 if np.any(phi[idx] < 0.0):
                     continue
+                if k == p:
+                    # the whole support's stationary point is feasible: the objective is
+                    # convex, so it is the minimum over every support (no other can beat
+                    # it); the enumeration below is for where it is not (~2/3 of the step
+                    # fits of a live CPU run), and was 8 solves for every refit
+                    return phi / scale
             r = y - z @ phi
             obj = float(np.sum(w * r * r) + np.sum(ridge * (phi - phi_prior) ** 2))
             if obj < best_obj * (1.0 - 1e-12):       # ties keep the larger support

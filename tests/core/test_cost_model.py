@@ -171,3 +171,53 @@ def test_prefix_reuse_pays_only_where_the_link_is_slower_than_the_match():
     assert prefix_reuse_min_tokens(25e9, 40 * 1024) == 62
     # a faster link makes loading cheaper, so reuse needs longer prompts
     assert prefix_reuse_min_tokens(50e9, 40 * 1024) > prefix_reuse_min_tokens(25e9, 40 * 1024)
+
+
+def _nnls_by_enumeration(x, y, w, prior, mu):
+    """Reference: the ridge objective minimised over every support (rest held at zero),
+    the best feasible one, without nnls_ridge's early exit."""
+    import itertools
+    scale = np.sqrt(np.mean(x * x, axis=0))
+    scale[scale == 0.0] = 1.0
+    z, phi_prior, p = x / scale, prior * scale, x.shape[1]
+    best, best_phi = np.inf, np.zeros(p)
+    for k in range(p, -1, -1):
+        for sup in itertools.combinations(range(p), k):
+            phi = np.zeros(p)
+            if sup:
+                i = list(sup)
+                a = (z[:, i] * w[:, None]).T @ z[:, i] + mu * np.eye(k)
+                phi[i] = np.linalg.solve(a, (z[:, i] * w[:, None]).T @ y + mu * phi_prior[i])
+                if np.any(phi[i] < 0):
+                    continue
+            r = y - z @ phi
+            obj = np.sum(w * r * r) + mu * np.sum((phi - phi_prior) ** 2)
+            if obj < best * (1 - 1e-12):
+                best, best_phi = obj, phi
+    return best_phi / scale
+
+
+def test_nnls_ridge_equals_the_minimum_over_every_support_where_it_exits_early_and_where_not():
+    """nnls_ridge returns the whole support's solution as soon as it is feasible (the
+    convex objective's minimum); where it is not, it enumerates. Both kinds of problem
+    occur below, and both agree with the exhaustive reference."""
+    from pipemax_sglang.core.fitting import nnls_ridge
+    rng = np.random.default_rng(7)
+    kinds = {"feasible": 0, "clipped": 0}
+    for trial in range(200):
+        n = int(rng.integers(5, 60))
+        x = np.column_stack([np.ones(n), rng.integers(1, 64, n), rng.integers(10, 5000, n)]).astype(float)
+        theta = np.array([2e-3, 2e-4, 2e-7]) * rng.choice([1.0, -1.0], 3, p=[0.7, 0.3])
+        y = x @ theta * (1 + 0.05 * rng.standard_normal(n)) + 1e-3
+        w = rng.uniform(0.5, 1.5, n)
+        prior = np.array([2e-3, 2e-4, 2e-7])
+        mu = 1e-6 * w.sum()
+        got = nnls_ridge(x, y, w, prior, mu)
+        want = _nnls_by_enumeration(x, y, w, prior, mu)
+        assert np.all(got >= 0)
+        np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-15)
+        full = np.linalg.solve((x / np.sqrt(np.mean(x * x, 0)) * w[:, None]).T @ (x / np.sqrt(np.mean(x * x, 0)))
+                               + mu * np.eye(3), (x / np.sqrt(np.mean(x * x, 0)) * w[:, None]).T @ y
+                               + mu * prior * np.sqrt(np.mean(x * x, 0)))
+        kinds["feasible" if np.all(full >= 0) else "clipped"] += 1
+    assert kinds["feasible"] >= 20 and kinds["clipped"] >= 20, kinds
