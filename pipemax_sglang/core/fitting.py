@@ -12,7 +12,9 @@ windows where one feature barely varies (every step has the same row count).
 - Non-negativity is exact: with p <= 4 coefficients we solve the ridge system on every
   support (2^p subsets, the rest held at zero) and keep the best feasible one. The true
   optimum is the unconstrained optimum on its own support (KKT), so this is exact NNLS,
-  and it is deterministic (no iteration order, no tolerance).
+  and it is deterministic (no iteration order, no tolerance). Supports go largest first,
+  and the first whose solution meets the KKT conditions strictly (feasible, the gradient
+  positive where a coefficient is held at zero) is the answer: the rest cannot beat it.
 - The ridge pulls towards the prior only where the data do not decide: columns are scaled
   by their RMS (s_j), and mu is a small fraction of the total weight, so a well-posed
   direction moves by ~mu / sum(w) relative, while a collinear one (constant rows) takes the
@@ -62,11 +64,13 @@ def nnls_ridge(x: np.ndarray, y: np.ndarray, w: np.ndarray, prior: np.ndarray,
                     continue
                 if np.any(phi[idx] < 0.0):
                     continue
-                if k == p:
-                    # the whole support's stationary point is feasible: the objective is
-                    # convex, so it is the minimum over every support (no other can beat
-                    # it); the enumeration below is for where it is not (~2/3 of the step
-                    # fits of a live CPU run), and was 8 solves for every refit
+                # KKT: a feasible stationary point on its support whose gradient is
+                # strictly positive in every coordinate held at zero is the minimum of the
+                # convex objective over theta >= 0 (the whole support: no coordinate held),
+                # so no support visited later can beat it. Strict: where a gradient is
+                # ~0 the optimum is degenerate and the enumeration's tie rule decides.
+                # A refit is 13 calls, each 8 solves without this (~240 us a call here)
+                if k == p or np.all((system @ phi - target)[[j for j in range(p) if j not in support]] > 0.0):
                     return phi / scale
             r = y - z @ phi
             obj = float(np.sum(w * r * r) + np.sum(ridge * (phi - phi_prior) ** 2))

@@ -198,8 +198,9 @@ def _nnls_by_enumeration(x, y, w, prior, mu):
 
 
 def test_nnls_ridge_equals_the_minimum_over_every_support_where_it_exits_early_and_where_not():
-    """nnls_ridge returns the whole support's solution as soon as it is feasible (the
-    convex objective's minimum); where it is not, it enumerates. Both kinds of problem
+    """nnls_ridge returns the first support's solution (largest first) that meets the KKT
+    conditions (the whole support's as soon as it is feasible) rather than enumerating all
+    of them. Problems where the whole support is feasible and where it is clipped both
     occur below, and both agree with the exhaustive reference."""
     from pipemax_sglang.core.fitting import nnls_ridge
     rng = np.random.default_rng(7)
