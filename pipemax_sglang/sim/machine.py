@@ -24,11 +24,11 @@ user can change it):
     move_s, move_turn_s  the scheduler's CPU price of moves (core/move_price.py): move_turn_s
                          a turn that moves at all (its batched copies, its rebuilt decode
                          batch), move_s each park or rejoin, charged on each stage's CPU
-                         timeline (engine.py). Defaults: 4 ms and 50 us, fitted over
+                         timeline (engine.py). Defaults: 1.5 ms and 30 us, fitted over
                          bench_moves.py's points on our 2-core CPU hosts (turns of 16 moves
-                         took 4.5-5.4 ms, of 64 moves 6.7-7.7 ms); a faster host CPU lowers
-                         both. A single price per move (the old default, 0.5 ms) charged a
-                         stream of 60 rows a turn 60 ms where these hosts spend ~10.
+                         took 1.7-2.2 ms, of 64 moves 3.2-3.5 ms); a faster host CPU lowers
+                         both. A single price per move (an old default, 0.5 ms) charged a
+                         stream of 60 rows a turn 60 ms where these hosts spend ~5.
     moves_serialize      False (a GPU): a turn's moves run on the CPU beside the GPU's
                          previous turn; True (a CPU host: the forward shares the cores):
                          they add to the turn. The live decider has the same switch.
@@ -45,8 +45,8 @@ from .calibration import L20_KERNELS, PCIE_ALLREDUCE, AllReduceModel, Kernels
 
 # The scheduler's price of moves (core/move_price.py), fitted over benchmarks/bench_moves.py's
 # points on our 2-core CPU hosts (module note).
-MOVE_TURN_S = 4e-3
-MOVE_S = 50e-6
+MOVE_TURN_S = 1.5e-3
+MOVE_S = 30e-6
 
 
 @dataclass(frozen=True)
