@@ -217,8 +217,9 @@ def test_nnls_ridge_equals_the_minimum_over_every_support_where_it_exits_early_a
         want = _nnls_by_enumeration(x, y, w, prior, mu)
         assert np.all(got >= 0)
         np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-15)
-        full = np.linalg.solve((x / np.sqrt(np.mean(x * x, 0)) * w[:, None]).T @ (x / np.sqrt(np.mean(x * x, 0)))
-                               + mu * np.eye(3), (x / np.sqrt(np.mean(x * x, 0)) * w[:, None]).T @ y
-                               + mu * prior * np.sqrt(np.mean(x * x, 0)))
-        kinds["feasible" if np.all(full >= 0) else "clipped"] += 1
+        scale = np.sqrt(np.mean(x * x, 0))
+        z = x / scale
+        whole = np.linalg.solve((z * w[:, None]).T @ z + mu * np.eye(3),
+                                (z * w[:, None]).T @ y + mu * prior * scale)
+        kinds["feasible" if np.all(whole >= 0) else "clipped"] += 1
     assert kinds["feasible"] >= 20 and kinds["clipped"] >= 20, kinds
