@@ -70,7 +70,8 @@ def nnls_ridge(x: np.ndarray, y: np.ndarray, w: np.ndarray, prior: np.ndarray,
                 # so no support visited later can beat it. Strict: where a gradient is
                 # ~0 the optimum is degenerate and the enumeration's tie rule decides.
                 # A refit is 13 calls, each 8 solves without this (~240 us a call here)
-                if k == p or np.all((system @ phi - target)[[j for j in range(p) if j not in support]] > 0.0):
+                held = [j for j in range(p) if j not in support]
+                if not held or np.all((system @ phi - target)[held] > 0.0):
                     return phi / scale
             r = y - z @ phi
             obj = float(np.sum(w * r * r) + np.sum(ridge * (phi - phi_prior) ** 2))
