@@ -12,8 +12,9 @@ The stage times its own scheduler work per move (park: host slots, the copy's su
 rows out of the batch, device slots and tree locks released once the copy read them; issue:
 a match and lock of a prompt the device still holds, device slots, the copy back; rejoin:
 rows, KV lengths, the decode batch, its merge) and reports it (`kv_move_s`, by phase); waits for a copy are apart (`copy_wait_s`). Each point
-runs two such batches on one engine and measures the second (warm: the first moves of a
-process pay for lazy imports and first allocations, reported as `cold`). Prints a line per
+runs 1 + --repeat (3) batches on one engine: the first warms it (the first moves of a process
+pay for lazy imports and first allocations, reported as `cold`), each later one is a sample;
+a point's us_per_move is the samples' median, the other figures pool them. Prints a line per
 point, and writes JSON: per point us_per_move, us_per_kv_mb (scheduler time per MB of KV
 handed between the tiers), the phases, moves, how many requests a copy or a rejoin moved at
 once, the rejoins' prompt tokens the device tree still held (relocked rather than loaded) and
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import sys
 from pathlib import Path
 
@@ -87,31 +89,44 @@ def _figures(p: dict, per_token: int) -> dict:
     }
 
 
-def point(model: str, n: int, L: int, seed: int = 0) -> dict:
-    """Two batches of n prompts on one engine: the first warms it (its first moves pay for
-    lazy imports and first allocations, a fixed cost a server pays once), the second is
-    measured, as the difference of the stage's counters; the first is reported as `cold`."""
+def point(model: str, n: int, L: int, seed: int = 0, repeat: int = 3) -> dict:
+    """1 + `repeat` batches of n prompts on one engine: the first warms it (its first moves pay
+    for lazy imports and first allocations, a fixed cost a server pays once; reported as
+    `cold`), each later one is a sample, the difference of the stage's counters across it.
+    The point's figures pool the samples (every measured move); `us_per_move` is the median
+    of the samples' own: on a shared 2-core host one batch in a few lands in a burst of
+    other work and costs up to 1.5x the others (a sample's CPU time grows with it: time the
+    vCPU was taken, not work of ours), and one such batch must not set the point."""
     rng = random.Random(seed + 1000 * n + L)
-    batches = [[[rng.randrange(4, 1024) for _ in range(L)] for _ in range(n)] for _ in range(2)]
+    batches = [[[rng.randrange(4, 1024) for _ in range(L)] for _ in range(n)] for _ in range(1 + repeat)]
     inflight = n * (L + NEW)
     device = int(1.02 * inflight) + 2     # everything fits; the 5% reserve makes it pressed
     params = {"temperature": 0, "max_new_tokens": NEW, "ignore_eos": True}
     with EngineProcess(model_path=model, max_total_tokens=device, log_level="error",
                        pipemax_stream="always", pipemax_host_kv_tokens=4 * inflight + 4096) as eng:
         eng.generate(input_ids=batches[0], sampling_params=params)
-        cold = eng.status()["stages"][0]["pipemax"]
-        eng.generate(input_ids=batches[1], sampling_params=params)
-        st = eng.status()["stages"][0]
+        cold = before = eng.status()["stages"][0]["pipemax"]
+        samples = []
+        for batch in batches[1:]:
+            eng.generate(input_ids=batch, sampling_params=params)
+            st = eng.status()["stages"][0]
+            samples.append(_moves(st["pipemax"], before))
+            before = st["pipemax"]
     per_token = int(st["kv_bytes_per_token"])
-    warm = _figures(_moves(st["pipemax"], cold), per_token)
+    pooled = _figures(_moves(st["pipemax"], cold), per_token)
+    each = [_figures(s, per_token)["us_per_move"] for s in samples]
+    each = [u for u in each if u is not None]
     return {"requests": n, "prompt_tokens": L, "device_tokens": device, "kv_bytes_per_token": per_token,
-            **warm, "cold": _figures(_moves(cold, None), per_token)}
+            **pooled, "us_per_move_pooled": pooled["us_per_move"],
+            "us_per_move": statistics.median(each) if each else None, "us_per_move_samples": each,
+            "cold": _figures(_moves(cold, None), per_token)}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--repeat", type=int, default=3, help="measured batches a point (median)")
     a = ap.parse_args(argv)
     from pipemax_sglang.core.move_price import fit_move_price
     from pipemax_sglang.models import ensure_tiny_model
@@ -121,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
             for L in ((64, 512) if a.quick else (64, 512, 2048))]
     rows = []
     for n, L in grid:
-        r = point(model, n, L)
+        r = point(model, n, L, repeat=max(1, a.repeat))
         rows.append(r)
         phases = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["phase_us_per_move"].items()))
         print(f"bench_moves n={n:4d} L={L:5d}: {r['moves']:6d} moves, "
-              f"{r['us_per_move'] or 0:8.1f} us/move ({phases}), "
+              f"{r['us_per_move'] or 0:8.1f} us/move (samples {', '.join(f'{u:.0f}' for u in r['us_per_move_samples'])}; "
+              f"pooled: {phases}), "
               f"{r['us_per_kv_mb'] or 0:9.1f} us/KV MB, {r['parks_per_copy'] or 0:.1f} parks a copy, "
               f"{r['rejoins_per_batch'] or 0:.1f} rejoins a batch, "
               f"{r['moves_per_turn'] or 0:.1f} moves in {r['ms_per_turn'] or 0:.2f} ms a turn, "
