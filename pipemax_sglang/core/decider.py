@@ -373,6 +373,11 @@ class Decider:
                planned: Collection[str] | Mapping[str, int]) -> TurnPlan:
         """`planned`: the rejoins of plans not yet prefetched, rid -> target turn (a bare
         collection of ids: targets unknown, see committed)."""
+        waiting = [p for p in pool if p.rid not in planned]
+        if not waiting:
+            quiet = self.quiet(view, pool)
+            if quiet is not None:
+                return quiet
         cost = self.cost_model.current()
         mode = self.mode(view, pool, cost)
         stay = self.stay(view, mode)
@@ -386,7 +391,7 @@ class Decider:
         kept = self.keep_for_link(view, mode, stay, resident_room)
         rows = max(0, rows - (kept.rows - stay.rows))
         cands = self.shortlist([Candidate(p.rid, p.kv_len, p.kv_len, (), p.rounds_waited, p.arrival)
-                                for p in pool if p.rid not in planned])
+                                for p in waiting])
         committed = self.committed(view, pool, planned)
         room = self.room(view, mode, kept, rows, resident_room, cands, committed)
         rejoin, plan_bytes = self.choose(view, cost, cands, room, budget)
@@ -399,6 +404,22 @@ class Decider:
         return TurnPlan(view.turn, view.mb, kept.park, rejoin, view.turn + M,
                         self.issue_turn(view), budget.nbytes, plan_bytes,
                         admit_mbs=mode.admit_mbs)
+
+    def quiet(self, view: TurnView, pool: list[PoolEntry]) -> TurnPlan | None:
+        """The plan when no one waits to come back (the caller checked), if this micro-batch's
+        rows stay (no drain, no stream); None: the full decision. Nothing parks and nothing
+        rejoins, so the plan carries admit_mbs alone, decided without the budget, the room or
+        the step-cost refit, none of which can change it (the cost is read only where a
+        pressed turn asks whether to stream). At M > P this is every turn of a batch that
+        fits: the full decision costs ~60 us a turn standalone, ~3x that inside the
+        scheduler. Its budget is 0: a plan that moves nothing is sent for its admit_mbs
+        alone and no budget is offered (stage.on_plan)."""
+        pressed = self.pressure(view)
+        mode = self.mode(view, pool, self.cost_model.current() if pressed else None)
+        if mode.parks_decode:
+            return None
+        return TurnPlan(view.turn, view.mb, (), (), view.turn + view.num_mbs,
+                        self.issue_turn(view), admit_mbs=mode.admit_mbs)
 
     @staticmethod
     def issue_turn(view: TurnView) -> int:
@@ -415,10 +436,11 @@ class Decider:
                 return view.turn + ahead
         return view.turn + max(M - 1, 1)
 
-    def mode(self, view: TurnView, pool: list[PoolEntry], cost: StepCost) -> Mode:
+    def mode(self, view: TurnView, pool: list[PoolEntry], cost: StepCost | None) -> Mode:
         """A micro-batch past the busy ones is drained: its rows park and it takes none
         back. While nothing presses their device copies survive, so a rejoin elsewhere moves
-        no bytes, though the budget still charges their whole context (conservative)."""
+        no bytes, though the budget still charges their whole context (conservative).
+        `cost` is read only when the turn is pressed (None otherwise)."""
         pressed = self.pressure(view)
         stream = pressed and self.streams(view, cost, pool)
         admit = self.admit_mbs(view, pool, pressed, stream)
