@@ -357,3 +357,45 @@ def test_loads_start_at_the_last_turn_before_the_target_whose_micro_batch_runs()
     assert Decider.issue_turn(_view([4, 0])) == 11 and Decider.issue_turn(_view([4])) == 11
     plan = d.decide(drained, _pool(6), planned=set())
     assert plan.rejoin and (plan.target_turn, plan.issue_turn) == (14, 11)
+
+
+def test_with_no_one_waiting_the_quiet_plan_is_the_full_decision_with_no_budget(monkeypatch):
+    """Decider.quiet skips the budget, the room and the refit where no one waits to rejoin:
+    over random turns (M, stages, pressure, drain, stream settings, move prices; every pool
+    entry already planned), its plan must be the full decision's with budget 0, and it must
+    hand turns that drain or stream to the full decision."""
+    import random
+
+    rng = random.Random(7)
+    quiet_taken = full_taken = 0
+    for _ in range(400):
+        M = rng.randint(1, 5)
+        stages = rng.randint(1, M)
+        rows = tuple(rng.randint(0, 12) for _ in range(M))
+        mb = rng.randrange(M)
+        decode = tuple(f"d{i}" for i in range(rows[mb]))
+        ctx = tuple(rng.randint(50, 400) * r for r in rows)
+        pool = [PoolEntry(f"p{i}", rng.randint(10, 500), rng.randint(0, 40), i)
+                for i in range(rng.randint(0, 6))]
+        view = TurnView(
+            turn=50, mb=mb, num_mbs=M, decode_rids=decode, next_residents=(),
+            mb_rows=rows, mb_ctx=ctx, inflight_tokens=sum(ctx) + sum(p.kv_len for p in pool),
+            device_tokens=rng.choice([2_000, 6_000, 50_000]), waiting=rng.choice([0, 0, 3]),
+            row_cap=rng.choice([4, 64]), decode_ctx=tuple(rng.randint(50, 400) for _ in decode),
+            move_s=rng.choice([None, 1e-6, 5e-4]), move_turn_s=rng.choice([0.0, 1.5e-3]))
+        planned = {p.rid: view.turn + M for p in pool}
+        make = partial(Decider, DeciderConfig(stream=rng.choice(["auto", "always", "never"])),
+                       kv_bytes_per_token=2048, num_stages=stages,
+                       link_bytes_per_s=rng.choice([None, 1e9]),
+                       moves_serialize=rng.choice([True, False]))
+        with monkeypatch.context() as m:
+            m.setattr(Decider, "quiet", lambda self, view, pool: None)
+            full = make().decide(view, pool, planned)
+        got = make().decide(view, pool, planned)
+        if got == full:
+            full_taken += 1                 # the full decision ran (a drain or a stream)
+        else:
+            quiet_taken += 1
+            assert not (full.park or full.rejoin)       # it answers only where nothing moves
+            assert got == replace(full, budget_bytes=0)
+    assert quiet_taken >= 100 and full_taken >= 50, (quiet_taken, full_taken)
