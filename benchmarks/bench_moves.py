@@ -94,9 +94,9 @@ def point(model: str, n: int, L: int, seed: int = 0, repeat: int = 3) -> dict:
     for lazy imports and first allocations, a fixed cost a server pays once; reported as
     `cold`), each later one is a sample, the difference of the stage's counters across it.
     The point's figures pool the samples (every measured move); `us_per_move` is the median
-    of the samples' own: on a shared 2-core host one batch in a few lands in a burst of
-    other work and costs up to 1.5x the others (a sample's CPU time grows with it: time the
-    vCPU was taken, not work of ours), and one such batch must not set the point."""
+    of the samples' own: on a shared 2-core host one batch in a few costs up to 1.5x the
+    others for the same work (its CPU time grows with it), and one such batch must not set
+    the point."""
     rng = random.Random(seed + 1000 * n + L)
     batches = [[[rng.randrange(4, 1024) for _ in range(L)] for _ in range(n)] for _ in range(1 + repeat)]
     inflight = n * (L + NEW)
