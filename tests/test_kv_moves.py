@@ -31,6 +31,23 @@ def test_a_gather_of_spans_equals_per_row_slices_by_either_path(n):
 
 
 @pytest.mark.parametrize("n", [1, 3, kv_moves._SLICE_ROWS + 1, 40])
+def test_one_gather_of_several_ranges_of_the_same_rows_equals_a_gather_of_each(n):
+    """A park reads its copy's ranges [known, L) and its frees' [P, L) of the same rows in one
+    gather: each comes back whole and separate, by either path."""
+    table = torch.arange(64 * 50, dtype=torch.int32).reshape(64, 50)
+    rows = [(7 * i + 3) % 64 for i in range(n)]
+    lens = [20 + (3 * i) % 25 for i in range(n)]
+    known = [(5 * i) % 21 for i in range(n)]
+    prefix = [0 if i % 3 else min(L, 16) for i, L in enumerate(lens)]
+    got = kv_moves.gather_spans_each(table, rows, [(known, lens), (prefix, lens), (lens, lens)])
+    assert len(got) == 3
+    for part, starts in zip(got, (known, prefix, lens)):
+        want = torch.cat([table[r, s:e] for r, s, e in zip(rows, starts, lens)]).to(torch.int64)
+        assert part.dtype == torch.int64 and torch.equal(part, want)
+    assert len(got[2]) == 0
+
+
+@pytest.mark.parametrize("n", [1, 3, kv_moves._SLICE_ROWS + 1, 40])
 def test_a_gather_of_spans_concatenates_them_in_order_by_every_path(n):
     """Spans of a few bases (a micro-batch's parks and loads of a few turns), some empty, some
     continuing the one before: one view, a few slices, or one index_select, the same values."""

@@ -171,6 +171,22 @@ def gather_spans(table: torch.Tensor, rows: list[int], starts: list[int], ends: 
     return table.view(-1).index_select(0, flat.to(table.device)).to(torch.int64) if len(flat) else _NO_INDICES
 
 
+def gather_spans_each(table: torch.Tensor, rows: list[int], ranges: list[tuple[list[int], list[int]]]) -> list[torch.Tensor]:
+    """gather_spans(table, rows, starts, ends) for each (starts, ends) of `ranges`, read from
+    the table in one gather (a park reads its copy's and its frees' slots from the same rows)."""
+    if len(rows) <= _SLICE_ROWS:
+        return [gather_spans(table, rows, st, en) for st, en in ranges]
+    flat = _flat_spans(rows * len(ranges), [s for st, _ in ranges for s in st],
+                       [e for _, en in ranges for e in en], table.shape[1])
+    got = table.view(-1).index_select(0, flat.to(table.device)).to(torch.int64) if len(flat) else _NO_INDICES
+    out, at = [], 0
+    for st, en in ranges:
+        n = sum(en) - sum(st)
+        out.append(got[at:at + n])
+        at += n
+    return out
+
+
 def write_rows(pool, rows: list[int], values: torch.Tensor, lens: list[int]) -> None:
     """Row rows[i] of the req-to-token table maps its positions [0, lens[i]) to the next
     lens[i] slots of `values` (every row's slots, concatenated in order)."""
@@ -289,8 +305,11 @@ def park_many(reqs: list, sched, frees: DeferredFrees, turn: int) -> list[tuple[
         return None
     copy = None
     if n:
-        copy = compat.copy_to_host(sched, host, gather_spans(r2t, rows, known, lens))
-    frees.add(turn, copy, gather_spans(r2t, rows, prefix, lens))
+        to_host, mine = gather_spans_each(r2t, rows, [(known, lens), (prefix, lens)])
+        copy = compat.copy_to_host(sched, host, to_host)
+    else:
+        mine = gather_spans(r2t, rows, prefix, lens)
+    frees.add(turn, copy, mine)
     out, at = [], 0
     for req, k, L, P in zip(reqs, known, lens, prefix):
         ring = getattr(req, "pipemax_ring", None)
