@@ -78,6 +78,36 @@ def test_a_transfer_reads_the_indices_it_was_given_though_the_caller_refills_the
         assert host.device_k_buffers[layer][10:12, 0, 0].tolist() == [5 + 100 * layer, 6 + 100 * layer]
 
 
+def test_pipemax_owned_indices_are_read_as_given_and_only_those():
+    """Inside owned_indices(h, d) a copy over exactly h and d reads them without a copy of
+    its own (refilled before the copy runs, it reads the new values: no copy was taken);
+    any other tensors in the same window are copied as always (the old values are read)."""
+    import threading
+
+    host = _host("layer_first")
+    for t in range(8):
+        host.k_buffer[:, t] = float(t)
+    gate = threading.Event()
+    h2d, _ = cpu_backend.Links.get()
+    h2d.submit(gate.wait, 0)                          # hold the link: copies run after the refill
+    own_h, own_d = torch.tensor([1, 2]), torch.tensor([10, 11])
+    other_h, other_d = torch.tensor([3, 4]), torch.tensor([20, 21])
+    with cpu_backend.owned_indices(own_h, own_d):
+        for layer in range(L):
+            cpu_backend.load_to_device_per_layer(host, None, own_h, own_d, layer, "kernel")
+            cpu_backend.load_to_device_per_layer(host, None, other_h, other_d, layer, "kernel")
+    own_h[:] = torch.tensor([5, 6])
+    other_h[:] = torch.tensor([7, 7])
+    gate.set()
+    cpu_backend.Links.drain()
+    for layer in range(L):
+        assert host.device_k_buffers[layer][10:12, 0, 0].tolist() == [5.0, 6.0]    # read as given
+        assert host.device_k_buffers[layer][20:22, 0, 0].tolist() == [3.0, 4.0]    # copied
+    with cpu_backend.owned_indices(own_h, own_d):
+        pass
+    assert cpu_backend._owned is None                 # the window closes with the context
+
+
 def test_layouts_store_tokens_where_sglang_reads_them():
     """page_first keeps a token's layers together: host row t, layer l is k_buffer[t, l]."""
     host = _host("page_first")

@@ -265,6 +265,14 @@ def _l2(sched, host_idx, dev_idx):
                            host_indices=h, device_indices=d)]
 
 
+def _own(transfers):
+    """PipeMax's copies' index tensors, which no one writes again: the CPU copier reads
+    them without a copy of its own (cpu_backend.owned_indices; not used on a GPU)."""
+    from pipemax_sglang.sglang.cpu_backend import owned_indices
+
+    return owned_indices(transfers[0].host_indices, transfers[0].device_indices)
+
+
 class KVCopy(NamedTuple):
     """A copy PipeMax submitted: what a turn fences on (as a HiCache ack) and its bytes."""
     finish_event: Any
@@ -286,7 +294,8 @@ def copy_to_host(sched, host_idx, dev_idx) -> KVCopy:
     eng = cc.l2_transfer_engine
     if cc.write_fence_stream is not None:
         eng.device_to_host_stream.wait_stream(cc.write_fence_stream)
-    done = eng.submit_device_to_host(transfers)
+    with _own(transfers):
+        done = eng.submit_device_to_host(transfers)
     return KVCopy(done.finish_event, len(dev_idx) * host_pool(sched).get_size_per_token())
 
 
@@ -298,7 +307,8 @@ def copy_to_device(sched, host_idx, dev_idx) -> KVCopy:
     eng = cc.l2_transfer_engine
     if cc.load_fence_stream is not None:
         eng.host_to_device_stream.wait_stream(cc.load_fence_stream)
-    done = eng.submit_host_to_device(transfers, transfer_layer_id_max=cc.transfer_layer_id_max)
+    with _own(transfers):
+        done = eng.submit_host_to_device(transfers, transfer_layer_id_max=cc.transfer_layer_id_max)
     return KVCopy(done.finish_event, len(dev_idx) * host_pool(sched).get_size_per_token())
 
 

@@ -31,8 +31,10 @@ Shapes (H heads, D head dim, L layers of this stage, S host tokens, P page size)
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
+from typing import Iterator
 
 import torch
 
@@ -111,16 +113,62 @@ def _frozen_indices(host, host_indices, device_indices, layer_id: int):
     are copied at the transfer's first layer and the copies reused for its later layers (a
     copy of a micro-batch's indices costs ~80 us, and every layer's would be scheduler time).
     A call with other tensors, or a layer not above the last one, is a new transfer and
-    copies afresh (so tensors a caller refilled for a second transfer are read again)."""
+    copies afresh (so tensors a caller refilled for a second transfer are read again).
+    PipeMax's own copies' tensors (owned_indices) are read as they are."""
     last = getattr(host, "_pipemax_frozen", None)
     if (last is not None and last[0] is host_indices and last[1] is device_indices
             and layer_id > last[4]):
         host._pipemax_frozen = last[:4] + (layer_id,)
         return last[2], last[3]
-    hidx = host_indices.to(torch.int64, copy=True)
-    didx = device_indices.to(torch.int64, copy=True)
+    hidx, didx = _stable(host_indices, device_indices)
     host._pipemax_frozen = (host_indices, device_indices, hidx, didx, layer_id)
     return hidx, didx
+
+
+_owned: tuple | None = None     # (host, device) index tensors of the copy PipeMax is submitting
+
+
+@contextlib.contextmanager
+def owned_indices(host_indices, device_indices) -> Iterator[None]:
+    """Around the submission of one of PipeMax's own copies (compat.copy_to_host and
+    copy_to_device): its index tensors are never written again (a fresh gather, or spans of
+    an allocation's result, which PipeMax's host copies already rely on never changing,
+    kv_moves.HostCopy), so the copier may read them later as they are: a defensive copy of
+    each was ~40 us of scheduler time a copy on our hosts. Only those very tensors, passed
+    through SGLang's transfer engine unchanged, are read without a copy; anything else
+    (SGLang's own transfers, or tensors the engine made) is copied as always."""
+    global _owned
+    _owned = (host_indices, device_indices)
+    try:
+        yield
+    finally:
+        _owned = None
+
+
+def _stable(host_indices, device_indices) -> tuple[torch.Tensor, torch.Tensor]:
+    """int64 index tensors the copier may read later: the given ones where they are
+    PipeMax's own (owned_indices), else copies."""
+    if _owned is not None and host_indices is _owned[0] and device_indices is _owned[1]:
+        return host_indices.to(torch.int64), device_indices.to(torch.int64)
+    return host_indices.to(torch.int64, copy=True), device_indices.to(torch.int64, copy=True)
+
+
+def _layers(host) -> tuple[list, list[int]]:
+    """Per layer of `host`'s stage: its ((host K, device K), (host V, device V)) buffer pairs
+    and their bytes a token. Built once per set of buffers (kept on the pool, keyed by the
+    buffers' identity): built per copy, the lists and shapes were ~50 us of scheduler time
+    a copy on our hosts."""
+    kv = getattr(host, "kv_buffer", None)    # SGLang's: k_buffer, v_buffer are views of it made per access
+    key = ((kv,) if kv is not None else (host.k_buffer, host.v_buffer)) + (
+        host.device_k_buffers, host.device_v_buffers)
+    got = getattr(host, "_pipemax_layers", None)
+    if got is not None and len(got[0]) == len(key) and all(a is b for a, b in zip(got[0], key)):
+        return got[1], got[2]
+    pairs = [((host.k_buffer, dk), (host.v_buffer, dv))
+             for dk, dv in zip(host.device_k_buffers, host.device_v_buffers)]
+    per_token = [sum(_token_bytes(d) for _, d in layer) for layer in pairs]
+    host._pipemax_layers = (key, pairs, per_token)
+    return pairs, per_token
 
 
 def load_to_device_per_layer(
@@ -130,33 +178,28 @@ def load_to_device_per_layer(
     if not is_draft and not 0 <= layer_id < self.target_layer_num:
         return
     hidx, didx = _frozen_indices(self, host_indices, device_indices, layer_id)
-    pairs = ((self.k_buffer, self.device_k_buffers[layer_id]), (self.v_buffer, self.device_v_buffers[layer_id]))
+    pairs, per_token = _layers(self)
+    layer = pairs[layer_id]
 
     def copy() -> None:
-        for host_buf, dev_buf in pairs:
+        for host_buf, dev_buf in layer:
             dev_buf[didx] = host_buf[_host_rows(self, host_buf, layer_id, hidx)]
 
-    nbytes = sum(_token_bytes(d) for _, d in pairs) * didx.shape[0]
-    _submit(Links.get()[0], copy, nbytes)
+    _submit(Links.get()[0], copy, per_token[layer_id] * didx.shape[0])
 
 
 def backup_from_device_all_layer(self, device_pool, host_indices, device_indices, io_backend):
     """D2H of all layers of the given tokens (write-through / write-back)."""
-    hidx = host_indices.to(torch.int64, copy=True)
-    didx = device_indices.to(torch.int64, copy=True)
-    pairs = [
-        (layer, host_buf, dev_buf)
-        for layer in range(self.layer_num)
-        for host_buf, dev_buf in ((self.k_buffer, self.device_k_buffers[layer]),
-                                  (self.v_buffer, self.device_v_buffers[layer]))
-    ]
+    hidx, didx = _stable(host_indices, device_indices)
+    pairs, per_token = _layers(self)
+    layers = range(self.layer_num)
 
     def copy() -> None:
-        for layer, host_buf, dev_buf in pairs:
-            host_buf[_host_rows(self, host_buf, layer, hidx)] = dev_buf[didx]
+        for layer in layers:
+            for host_buf, dev_buf in pairs[layer]:
+                host_buf[_host_rows(self, host_buf, layer, hidx)] = dev_buf[didx]
 
-    nbytes = sum(_token_bytes(d) for _, _, d in pairs) * didx.shape[0]
-    _submit(Links.get()[1], copy, nbytes)
+    _submit(Links.get()[1], copy, sum(per_token[layer] for layer in layers) * didx.shape[0])
 
 
 def alloc_host_buffer(dims, dtype, device, pin_memory, allocator, registration_granularity_bytes=None):
