@@ -162,26 +162,31 @@ def gather(spans: list[Span]) -> torch.Tensor:
 
 def gather_spans(table: torch.Tensor, rows: list[int], starts: list[int], ends: list[int]) -> torch.Tensor:
     """table[rows[i], starts[i]:ends[i]] for every i, concatenated, as int64."""
-    if len(rows) <= _SLICE_ROWS:
-        parts = [table[r, s:e] for r, s, e in zip(rows, starts, ends) if e > s]
-        if not parts:
-            return _NO_INDICES
-        return (torch.cat(parts) if len(parts) > 1 else parts[0]).to(torch.int64)
-    flat = _flat_spans(rows, starts, ends, table.shape[1])
-    return table.view(-1).index_select(0, flat.to(table.device)).to(torch.int64) if len(flat) else _NO_INDICES
+    return gather_spans_each(table, rows, [(starts, ends)])[0]
 
 
-def gather_spans_each(table: torch.Tensor, rows: list[int], ranges: list[tuple[list[int], list[int]]]) -> list[torch.Tensor]:
+def gather_spans_each(table: torch.Tensor, rows: list[int],
+                      ranges: list[tuple[list[int], list[int]]]) -> list[torch.Tensor]:
     """gather_spans(table, rows, starts, ends) for each (starts, ends) of `ranges`, read from
-    the table in one gather (a park reads its copy's and its frees' slots from the same rows)."""
+    the table in one gather (a park reads its copy's and its frees' slots from the same
+    rows: one op, not two, each costing about the same here whatever it reads)."""
     if len(rows) <= _SLICE_ROWS:
-        return [gather_spans(table, rows, st, en) for st, en in ranges]
-    flat = _flat_spans(rows * len(ranges), [s for st, _ in ranges for s in st],
-                       [e for _, en in ranges for e in en], table.shape[1])
-    got = table.view(-1).index_select(0, flat.to(table.device)).to(torch.int64) if len(flat) else _NO_INDICES
+        out = []
+        for starts, ends in ranges:
+            parts = [table[r, s:e] for r, s, e in zip(rows, starts, ends) if e > s]
+            out.append((torch.cat(parts) if len(parts) > 1 else parts[0]).to(torch.int64)
+                       if parts else _NO_INDICES)
+        return out
+    flat = _flat_spans(rows * len(ranges), [s for starts, _ in ranges for s in starts],
+                       [e for _, ends in ranges for e in ends], table.shape[1])
+    if not len(flat):
+        return [_NO_INDICES] * len(ranges)
+    got = table.view(-1).index_select(0, flat.to(table.device)).to(torch.int64)
+    if len(ranges) == 1:
+        return [got]
     out, at = [], 0
-    for st, en in ranges:
-        n = sum(en) - sum(st)
+    for starts, ends in ranges:
+        n = sum(ends) - sum(starts)
         out.append(got[at:at + n])
         at += n
     return out
