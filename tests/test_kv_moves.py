@@ -159,7 +159,8 @@ class FakeKV:
 
 
 class FakeReq:
-    def __init__(self, committed, ring=None):
+    def __init__(self, committed, ring=None, rid="r"):
+        self.rid = rid
         self.kv = FakeKV(committed)
         if ring is not None:
             self.pipemax_ring = ring
@@ -195,3 +196,26 @@ def test_a_load_copies_each_host_copy_in_token_order_and_leaves_it_one_chunk(mon
     assert len(a.pipemax_ring.chunks) == 1 and a.pipemax_ring.indices().tolist() == [0, 1, 2, 3, 10, 11]
     assert b.pipemax_ring.indices().tolist() == [20, 21, 22]        # its prefix's slot stays
     assert kv_moves.load_many([pa, pb], sched=None) is None        # issued once
+
+
+def test_a_load_refuses_host_slots_its_park_copy_is_still_writing(monkeypatch):
+    """The turn order puts every park's copy before a load of what it wrote (kv_moves'
+    invariants); load_many checks the copy a host copy last got and fails, submitting
+    nothing, where it is not done, rather than load torn KV. Once seen done, not asked again."""
+    from pipemax_sglang.sglang import compat
+    from pipemax_sglang.sglang.kv_moves import ParkedReq, Prefetch
+
+    copies = []
+    monkeypatch.setattr(compat, "copy_to_device", lambda sched, h, d: copies.append(h) or "the-copy")
+    park = FakeCopy()
+    a = FakeReq(4, HostCopy([whole(torch.arange(0, 4))], 4, writer=park))
+    b = FakeReq(2, HostCopy([whole(torch.arange(10, 12))], 2, writer=park))
+    pfs = [Prefetch(ParkedReq(a, 4, 0, 0), 1, whole(torch.arange(100, 104))),
+           Prefetch(ParkedReq(b, 2, 0, 1), 1, whole(torch.arange(200, 202)))]
+    with pytest.raises(RuntimeError, match="still writing"):
+        kv_moves.load_many(pfs, sched=None)
+    assert copies == [] and all(pf.load is None for pf in pfs)
+    park.finished = True
+    assert kv_moves.load_many(pfs, sched=None) == "the-copy"
+    assert len(copies) == 1 and copies[0].tolist() == [0, 1, 2, 3, 10, 11]
+    assert a.pipemax_ring.writer is None and b.pipemax_ring.writer is None

@@ -40,6 +40,15 @@ Invariants kept here, and why they hold:
   evict them, and [P', L) from the request's own copy: it cannot find its KV evicted, so a
   parked request never needs recompute. P' is at most the prefix the tree held at park,
   and below L, so every rejoin has a load of its own to fence on (prefetch_many says why).
+- A load never reads host slots a park's copy is still writing. Nothing in the copies
+  orders them (on a GPU the H2D stream does not wait for the D2H stream); the turn order
+  does: a request parked by the plan of turn t is parked at turn t + 1's ingest, its
+  rejoin is decided at the end of turn t + 1 at the earliest and loaded at a later turn's
+  launch or ingest, and every load is issued after a reap (DeferredFrees) that has waited
+  for the copies of every park of the turns before it, each park's copy being in an entry
+  (its device slots or its prefix lock travel with it). load_many checks it (the copy a
+  HostCopy last got is done) and fails loudly rather than load torn KV: on CPU the
+  copiers' start events would order the two anyway and hide a break, on a GPU nothing.
 - page_size 1 only (config check).
 """
 
@@ -89,6 +98,7 @@ class HostCopy:
     again, and its next park copies only what it decoded since."""
     chunks: list = field(default_factory=list)    # Spans of int64 host-pool index tensors
     tokens: int = 0
+    writer: Any = None      # the park copy that wrote its last chunk, until a load saw it done
 
     def indices(self) -> torch.Tensor:
         return gather(self.chunks)
@@ -324,6 +334,7 @@ def park_many(reqs: list, sched, frees: DeferredFrees, turn: int) -> list[tuple[
         if c:
             ring.chunks.append(Span(host, at, at + c))
             ring.tokens += c
+            ring.writer = copy
             at += c
         if req.lock is not None:
             frees.add(turn, copy, _NO_INDICES, req.lock)
@@ -393,10 +404,19 @@ def load_many(prefetches: list[Prefetch], sched):
     todo = [pf for pf in prefetches if pf.load is None and pf.slots.size]
     if not todo:
         return None
-    spans = []
+    spans, seen = [], {}
     for pf in todo:
         ring = pf.parked.req.pipemax_ring
         assert ring.tokens == pf.parked.kv_len, pf.parked.rid
+        if ring.writer is not None:
+            # the turn order makes it done (the module's invariants): asked once a park copy
+            done = seen.get(id(ring.writer))
+            if done is None:
+                done = seen[id(ring.writer)] = bool(ring.writer.query())
+            if not done:
+                raise RuntimeError(f"pipemax: the load of {pf.parked.rid} would read host slots "
+                                   "its park's copy is still writing")
+            ring.writer = None
         P = pf.prefix.shape[0]
         spans.extend(ring.past(P) if P else ring.chunks)
     host = gather(spans)

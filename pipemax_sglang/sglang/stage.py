@@ -156,12 +156,16 @@ class PipeMaxStage:
                     or self.frees.items)
 
     def _reap_frees(self, wait: bool = False) -> None:
-        """Release what parks and abandoned prefetches hold: what was added before this turn
-        (its copy was queued a turn ago, behind the forward it reads), or, with `wait`,
-        everything (where the device needs the room now: a decode step, a prefetch or an
-        admission). Both by turn number, the same on every stage (DeferredFrees). Held
-        longer (a micro-batch cycle), the parked requests' old slots and the rejoining ones'
-        new slots together filled a small pool and nothing new was admitted."""
+        """Release what parks and abandoned prefetches hold: what was added at turns before
+        self.turn (at an ingest and before a turn, the turns before the coming one; at a
+        launch, where after_turn has counted the launched turn already, the parks of that
+        turn's ingest too: their slots are the room the next turn's rejoins are given), or,
+        with `wait`, everything (where the device needs the room now: a decode step, a
+        prefetch or an admission). Both by turn number, the same on every stage
+        (DeferredFrees). Held longer (a micro-batch cycle), the parked requests' old slots
+        and the rejoining ones' new slots together filled a small pool and nothing new was
+        admitted. Waiting for those copies here is also what orders a load after the park
+        copy that wrote the host slots it reads (kv_moves' invariants)."""
         if not self.frees.items:
             return
         start = time.perf_counter()
