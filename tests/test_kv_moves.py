@@ -198,24 +198,47 @@ def test_a_load_copies_each_host_copy_in_token_order_and_leaves_it_one_chunk(mon
     assert kv_moves.load_many([pa, pb], sched=None) is None        # issued once
 
 
-def test_a_load_refuses_host_slots_its_park_copy_is_still_writing(monkeypatch):
+def test_the_park_copies_a_load_would_read_before_they_finish_are_named_once_each():
     """The turn order puts every park's copy before a load of what it wrote (kv_moves'
-    invariants); load_many checks the copy a host copy last got and fails, submitting
-    nothing, where it is not done, rather than load torn KV. Once seen done, not asked again."""
-    from pipemax_sglang.sglang import compat
+    invariants); before a load the stage asks which park copies are still writing what it
+    reads (each once, however many requests it wrote for), waits for those, and counts them.
+    A host copy's writer is asked once: a later load of it names nothing."""
     from pipemax_sglang.sglang.kv_moves import ParkedReq, Prefetch
 
+    late_park, done_park = FakeCopy(), FakeCopy()
+    done_park.finished = True
+    a = FakeReq(4, HostCopy([whole(torch.arange(0, 4))], 4, writer=late_park))
+    b = FakeReq(2, HostCopy([whole(torch.arange(10, 12))], 2, writer=late_park))
+    c = FakeReq(3, HostCopy([whole(torch.arange(20, 23))], 3, writer=done_park))
+    d = FakeReq(2, HostCopy([whole(torch.arange(30, 32))], 2))         # parked with nothing new
+    pfs = [Prefetch(ParkedReq(r, r.kv.kv_committed_len, 0, i), 1, whole(torch.arange(100 * i, 100 * i + 4)))
+           for i, r in enumerate((a, b, c, d))]
+    assert kv_moves.unwritten(pfs) == [late_park]
+    assert all(r.pipemax_ring.writer is None for r in (a, b, c, d))
+    assert kv_moves.unwritten(pfs) == []
+
+
+def test_a_park_leaves_its_copy_as_the_writer_of_the_host_slots_it_fills(monkeypatch):
+    """park_many: each parked request's host copy names the copy that fills its new slots."""
+    from pipemax_sglang.sglang import compat
+
+    class Req(FakeReq):
+        def __init__(self, committed, row, ring=None):
+            super().__init__(committed, ring)
+            self.kv.kv_allocated_len = committed
+            self.kv.req_pool_idx = row
+            self.kv.cache_protected_len = 0
+            self.lock = None
+
+    class Sched:
+        class req_to_token_pool:
+            req_to_token = torch.arange(4 * 16, dtype=torch.int32).view(4, 16)
+
+    fresh, reparked = Req(5, 1), Req(3, 2, HostCopy([whole(torch.arange(40, 43))], 3))
     copies = []
-    monkeypatch.setattr(compat, "copy_to_device", lambda sched, h, d: copies.append(h) or "the-copy")
-    park = FakeCopy()
-    a = FakeReq(4, HostCopy([whole(torch.arange(0, 4))], 4, writer=park))
-    b = FakeReq(2, HostCopy([whole(torch.arange(10, 12))], 2, writer=park))
-    pfs = [Prefetch(ParkedReq(a, 4, 0, 0), 1, whole(torch.arange(100, 104))),
-           Prefetch(ParkedReq(b, 2, 0, 1), 1, whole(torch.arange(200, 202)))]
-    with pytest.raises(RuntimeError, match="still writing"):
-        kv_moves.load_many(pfs, sched=None)
-    assert copies == [] and all(pf.load is None for pf in pfs)
-    park.finished = True
-    assert kv_moves.load_many(pfs, sched=None) == "the-copy"
-    assert len(copies) == 1 and copies[0].tolist() == [0, 1, 2, 3, 10, 11]
-    assert a.pipemax_ring.writer is None and b.pipemax_ring.writer is None
+    monkeypatch.setattr(compat, "host_alloc", lambda sched, n: torch.arange(200, 200 + n))
+    monkeypatch.setattr(compat, "copy_to_host", lambda sched, h, d: copies.append((h, d)) or "the-park-copy")
+    out = kv_moves.park_many([fresh, reparked], Sched, DeferredFrees(), turn=3)
+    assert out == [(5, 5, 0), (3, 0, 0)] and len(copies) == 1
+    assert fresh.pipemax_ring.writer == "the-park-copy"
+    assert reparked.pipemax_ring.writer is None          # nothing of it was copied

@@ -28,6 +28,8 @@ class PipeMaxStats:
     rejoin_batches: int = 0        # rejoins done together (one per turn that rejoins)
     moved_kv_tokens: int = 0       # context tokens of every request parked or rejoined
     prefetch_deferred: int = 0     # planned rejoins that could not be brought back in time
+    late_park_copies: int = 0      # park copies a load had to wait for (the turn order leaves
+                                   # none: kv_moves' invariants; the tests hold it at 0)
     recomputes: int = 0            # requests SGLang retracted (its recompute path)
     host_full_skips: int = 0       # parks skipped because host memory was full (fallback)
     aborted_parked: int = 0        # aborts served from the parked pool

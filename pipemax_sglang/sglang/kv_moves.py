@@ -46,9 +46,10 @@ Invariants kept here, and why they hold:
   rejoin is decided at the end of turn t + 1 at the earliest and loaded at a later turn's
   launch or ingest, and every load is issued after a reap (DeferredFrees) that has waited
   for the copies of every park of the turns before it, each park's copy being in an entry
-  (its device slots or its prefix lock travel with it). load_many checks it (the copy a
-  HostCopy last got is done) and fails loudly rather than load torn KV: on CPU the
-  copiers' start events would order the two anyway and hide a break, on a GPU nothing.
+  (its device slots or its prefix lock travel with it). The stage checks it before each
+  load (unwritten: the copy a HostCopy last got is done), waits where it is not, and
+  counts that (stats.late_park_copies, which the tests hold at 0): on CPU the copiers'
+  start events would order the two anyway and hide a break, on a GPU nothing would.
 - page_size 1 only (config check).
 """
 
@@ -398,25 +399,38 @@ def prefetch_many(wanted: list, sched,
     return made, []
 
 
+def unwritten(prefetches: list[Prefetch]) -> list:
+    """The park copies, each once, still writing host slots that load_many(prefetches) would
+    read; the caller waits for them before the load. The turn order leaves none (the
+    module's invariants): one here is a break of it, which on a GPU would load torn KV.
+    Each host copy's writer is forgotten once asked (done, or waited for by the caller)."""
+    seen: set[int] = set()
+    late = []
+    for pf in prefetches:
+        if pf.load is not None or not pf.slots.size:
+            continue
+        ring = pf.parked.req.pipemax_ring
+        w = ring.writer
+        if w is None:
+            continue
+        ring.writer = None
+        if id(w) not in seen:
+            seen.add(id(w))
+            if not w.query():
+                late.append(w)
+    return late
+
+
 def load_many(prefetches: list[Prefetch], sched):
     """One host-to-device copy for `prefetches` (on the link HiCache's loads use, after
     them: its finish covers them). Returns the copy (a fence, and its bytes) or None."""
     todo = [pf for pf in prefetches if pf.load is None and pf.slots.size]
     if not todo:
         return None
-    spans, seen = [], {}
+    spans = []
     for pf in todo:
         ring = pf.parked.req.pipemax_ring
         assert ring.tokens == pf.parked.kv_len, pf.parked.rid
-        if ring.writer is not None:
-            # the turn order makes it done (the module's invariants): asked once a park copy
-            done = seen.get(id(ring.writer))
-            if done is None:
-                done = seen[id(ring.writer)] = bool(ring.writer.query())
-            if not done:
-                raise RuntimeError(f"pipemax: the load of {pf.parked.rid} would read host slots "
-                                   "its park's copy is still writing")
-            ring.writer = None
         P = pf.prefix.shape[0]
         spans.extend(ring.past(P) if P else ring.chunks)
     host = gather(spans)

@@ -84,6 +84,8 @@ def test_tokens_equal_stock_and_hf_while_parking(tiny_model, reference, tmp_path
     # host and device are one memory here (no emulated link): a rejoin never pays for a
     # tree match to save a copy (core.cost_model.prefix_reuse_min_tokens)
     assert all(s["pipemax"]["reused_prefix_tokens"] == 0 for s in status["stages"])
+    # no load found the park copy it reads still writing (the turn order: kv_moves)
+    assert [s["pipemax"]["late_park_copies"] for s in status["stages"]] == [0] * pp
 
     # identical batch composition on every stage at every turn, from the stages' own records
     records = [[json.loads(line) for line in open(f)] for f in sorted(glob.glob(os.path.join(tmp_path, "batches-pp*-tp0.jsonl")))]
@@ -119,6 +121,7 @@ def test_emulated_link_budget_binds_and_is_never_exceeded(tiny_model, reference,
     for s in status["stages"]:
         st = s["pipemax"]
         assert st["recomputes"] == 0 and st["parks"] > 0 and st["rejoins"] > 0
+        assert st["late_park_copies"] == 0, st      # loads came after their parks' copies
         # every prefetch window's load, in the bytes HiCache's load operation copies, within
         # the budgets of the plans it serves (not the selector's own arithmetic)
         assert st["windows"] > 0 and st["window_bytes_total"] > 0, st

@@ -74,7 +74,7 @@ def run_point(model: str, point: Point, n: int, seed: int, runs: int, reference,
             verdict["fresh_ok"] = fresh.status_code == 200 and fresh.json()["output_ids"] == list(ref[(5, 6, 7, 8)][:6])
             verdict["stages"] = [{k: s["pipemax"].get(k) for k in (
                 "parks", "rejoins", "recomputes", "handed_back", "stock", "host_full_skips",
-                "aborted_parked", "aborted_prefetching")} for s in stages]
+                "aborted_parked", "aborted_prefetching", "late_park_copies")} for s in stages]
             verdict["pools"] = pools(stages)
             out["runs"].append(verdict)
         out["server_log_errors"] = [line for line in srv.tail(100000).splitlines()
