@@ -159,8 +159,8 @@ class FakeKV:
 
 
 class FakeReq:
-    def __init__(self, committed, ring=None, rid="r"):
-        self.rid = rid
+    def __init__(self, committed, ring=None):
+        self.rid = "r"
         self.kv = FakeKV(committed)
         if ring is not None:
             self.pipemax_ring = ring
@@ -213,8 +213,15 @@ def test_the_park_copies_a_load_would_read_before_they_finish_are_named_once_eac
     d = FakeReq(2, HostCopy([whole(torch.arange(30, 32))], 2))         # parked with nothing new
     pfs = [Prefetch(ParkedReq(r, r.kv.kv_committed_len, 0, i), 1, whole(torch.arange(100 * i, 100 * i + 4)))
            for i, r in enumerate((a, b, c, d))]
-    assert kv_moves.unwritten(pfs) == [late_park]
+    # prefetches load_many would not load (issued already, or nothing to load) keep theirs
+    issued = FakeReq(2, HostCopy([whole(torch.arange(40, 42))], 2, writer=FakeCopy()))
+    empty = FakeReq(2, HostCopy([whole(torch.arange(50, 52))], 2, writer=FakeCopy()))
+    skipped = [Prefetch(ParkedReq(issued, 2, 0, 8), 1, whole(torch.arange(800, 802)), load="a-load"),
+               Prefetch(ParkedReq(empty, 2, 0, 9), 1)]
+    assert kv_moves.unwritten(pfs + skipped) == [late_park]
+    assert not late_park.waited                          # named, not waited for: the caller does
     assert all(r.pipemax_ring.writer is None for r in (a, b, c, d))
+    assert issued.pipemax_ring.writer is not None and empty.pipemax_ring.writer is not None
     assert kv_moves.unwritten(pfs) == []
 
 

@@ -223,3 +223,43 @@ def test_a_group_never_parks_a_row_the_one_at_a_time_loop_keeps(monkeypatch):
     stage._make_room(batch)
     assert groups == [["r5"], ["r4"]]
     assert kept == [[0, 1, 2, 3]]
+
+
+def test_a_load_waits_for_a_park_copy_still_writing_its_host_slots_and_counts_it(monkeypatch):
+    """The turn order leaves no park copy unfinished at a load of what it wrote
+    (kv_moves' invariants); where one is, the stage waits for it before the load is
+    submitted, counts it and keeps the wait out of the move's time."""
+    import torch
+
+    from pipemax_sglang.sglang import kv_moves
+    from pipemax_sglang.sglang.kv_moves import HostCopy, ParkedReq, Prefetch, whole
+
+    class Copy:
+        def __init__(self, done):
+            self.done, self.waited = done, False
+
+        def query(self):
+            return self.done
+
+        def synchronize(self):
+            self.waited = self.done = True
+
+    order = []
+    monkeypatch.setattr(kv_moves, "load_many", lambda pfs, sched: order.append(
+        ("load", [pf.parked.req.pipemax_ring.writer for pf in pfs])) or "the-load")
+    stage = PipeMaxStage.__new__(PipeMaxStage)
+    stage.stats, stage.sched, stage.turn = PipeMaxStats(), None, 7
+    stage.ranks = SimpleNamespace(pp_rank=0)
+
+    def prefetch(writer):
+        req = SimpleNamespace(rid="r", pipemax_ring=HostCopy([whole(torch.arange(4))], 4, writer=writer))
+        return Prefetch(ParkedReq(req, 4, 0, 0), 8, whole(torch.arange(100, 104)))
+
+    done = Copy(True)
+    assert stage._load([prefetch(done)]) == "the-load"
+    assert not done.waited and stage.stats.late_park_copies == 0 and stage.stats.copy_wait_s == 0
+
+    late = Copy(False)
+    assert stage._load([prefetch(late), prefetch(late)]) == "the-load"
+    assert late.waited and order[-1] == ("load", [None, None])    # waited before the load
+    assert stage.stats.late_park_copies == 1 and stage.stats.copy_wait_s > 0

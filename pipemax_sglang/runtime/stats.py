@@ -21,6 +21,7 @@ class PipeMaxStats:
                                    # (kv_move_s less this: waiting for a core or the GIL)
     copy_wait_s: float = 0.0       # time moves waited for a copy (not in kv_move_s): a rejoin
                                    # needing the device slots a park's copy to host still reads
+                                   # (or a load its host slots: late_park_copies)
     own_s: float = 0.0             # scheduler time in PipeMax's hooks, moves included (do no harm)
     move_phase_s: dict = field(default_factory=dict)   # kv_move_s by phase: park, issue, rejoin
     park_copies: int = 0           # copies to host that parks made (one per micro-batch

@@ -42,11 +42,11 @@ Invariants kept here, and why they hold:
   and below L, so every rejoin has a load of its own to fence on (prefetch_many says why).
 - A load never reads host slots a park's copy is still writing. Nothing in the copies
   orders them (on a GPU the H2D stream does not wait for the D2H stream); the turn order
-  does: a request parked by the plan of turn t is parked at turn t + 1's ingest, its
-  rejoin is decided at the end of turn t + 1 at the earliest and loaded at a later turn's
-  launch or ingest, and every load is issued after a reap (DeferredFrees) that has waited
-  for the copies of every park of the turns before it, each park's copy being in an entry
-  (its device slots or its prefix lock travel with it). The stage checks it before each
+  does: a request parked at turn j (a plan's park at turn j's ingest, a pressed step's
+  while turn j is scheduled) is decided back at the end of turn j at the earliest and
+  loaded at turn j + 1's ingest or a later launch, each after a reap (DeferredFrees) that
+  has waited for the copies of every park of turn j and before, each park's copy being in
+  an entry (its device slots or its prefix lock travel with it). The stage checks it before each
   load (unwritten: the copy a HostCopy last got is done), waits where it is not, and
   counts that (stats.late_park_copies, which the tests hold at 0): on CPU the copiers'
   start events would order the two anyway and hide a break, on a GPU nothing would.

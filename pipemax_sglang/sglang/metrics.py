@@ -23,7 +23,8 @@ GAUGES = {
     "rejoins": "Requests rejoined without recompute",
     "over_budget_plans": "Plans whose bytes exceeded their budget",
     "kv_move_ms": "Scheduler milliseconds per park or rejoin",
-    "copy_wait_s": "Seconds moves waited for a copy to free device room",
+    "copy_wait_s": "Seconds moves waited for a copy (to free device room, or to finish writing host slots a load reads)",
+    "late_park_copies": "Park copies a load had to wait for (must stay 0: the turn order orders them)",
 }
 
 

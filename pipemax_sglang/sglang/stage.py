@@ -429,7 +429,8 @@ class PipeMaxStage:
         Nothing here waits for a copy: only when the device has no room while parked
         requests' slots still wait for their copy to host (they are freed with it), or
         prefixes for their write-through (they become evictable with it), are those waited
-        for, once, and the rest retried."""
+        for, once, and the rest retried; and a load waits for a park copy still writing what
+        it reads, which the turn order never leaves (_load)."""
         ids = {id(t) for t in due}
         self.tasks = [t for t in self.tasks if id(t) not in ids]
         tc = compat.tree_cache(self.sched)
@@ -444,10 +445,7 @@ class PipeMaxStage:
             short, more = self._prefetch(short)
             fresh += more
         self.stats.prefetch_deferred += len(short)
-        late = kv_moves.unwritten(fresh)
-        if late:
-            self._wait_late(late)
-        load = kv_moves.load_many(fresh, self.sched)
+        load = self._load(fresh)
         if load is not None:
             self.stats.record_window(sum(msg.budget_bytes for msg in due), load.num_bytes)
         if self.decider is not None:
@@ -459,16 +457,20 @@ class PipeMaxStage:
                                                        if pf.target_turn == msg.target_turn))
         self._note_pool()
 
-    def _wait_late(self, copies: list) -> None:
-        """Wait for park copies still writing what a load is about to read: never, while the
-        turn order holds (kv_moves' invariants); counted and logged where it did not."""
-        start = time.perf_counter()
-        for c in copies:
-            c.synchronize()
-        self.stats.copy_wait_s += time.perf_counter() - start
-        self.stats.late_park_copies += len(copies)
-        logger.warning("pipemax pp%d turn %d: a load waited for %d park copies still writing "
-                       "its host slots", self.ranks.pp_rank, self.turn, len(copies))
+    def _load(self, fresh: list):
+        """The one copy back of `fresh` (kv_moves.load_many), after any park copy still
+        writing what it reads: none while the turn order holds (kv_moves' invariants); where
+        one is, it is waited for (copy_wait_s), counted (late_park_copies) and logged."""
+        late = kv_moves.unwritten(fresh)
+        if late:
+            start = time.perf_counter()
+            for c in late:
+                c.synchronize()
+            self.stats.copy_wait_s += time.perf_counter() - start
+            self.stats.late_park_copies += len(late)
+            logger.warning("pipemax pp%d turn %d: a load waited for %d park copies still writing "
+                           "its host slots", self.ranks.pp_rank, self.turn, len(late))
+        return kv_moves.load_many(fresh, self.sched)
 
     def _reconcile_link(self, turn: int, loaded_tokens: int) -> None:
         now = time.monotonic()          # the decider's clock (TurnView.now)
