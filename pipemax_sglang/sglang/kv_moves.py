@@ -46,9 +46,9 @@ Invariants kept here, and why they hold:
   while turn j is scheduled) is decided back at the end of turn j at the earliest and
   loaded at turn j + 1's ingest or a later launch, each after a reap (DeferredFrees) that
   has waited for the copies of every park of turn j and before, each park's copy being in
-  an entry (its device slots or its prefix lock travel with it). The stage checks it before each
-  load (unwritten: the copy a HostCopy last got is done), waits where it is not, and
-  counts that (stats.late_park_copies, which the tests hold at 0): on CPU the copiers'
+  an entry (its device slots or its prefix lock travel with it). The stage checks it
+  before each load (unwritten: the copy a HostCopy last got is done), waits where it is
+  not, and counts that (stats.late_park_copies, which the tests hold at 0): on CPU the copiers'
   start events would order the two anyway and hide a break, on a GPU nothing would.
 - page_size 1 only (config check).
 """
@@ -399,6 +399,11 @@ def prefetch_many(wanted: list, sched,
     return made, []
 
 
+def _to_load(pf: Prefetch) -> bool:
+    """Whether load_many still has to copy something of `pf` back (unwritten asks the same)."""
+    return pf.load is None and pf.slots.size > 0
+
+
 def unwritten(prefetches: list[Prefetch]) -> list:
     """The park copies, each once, still writing host slots that load_many(prefetches) would
     read; the caller waits for them before the load. The turn order leaves none (the
@@ -406,9 +411,7 @@ def unwritten(prefetches: list[Prefetch]) -> list:
     Each host copy's writer is forgotten once asked (done, or waited for by the caller)."""
     seen: set[int] = set()
     late = []
-    for pf in prefetches:
-        if pf.load is not None or not pf.slots.size:
-            continue
+    for pf in filter(_to_load, prefetches):
         ring = pf.parked.req.pipemax_ring
         w = ring.writer
         if w is None:
@@ -424,7 +427,7 @@ def unwritten(prefetches: list[Prefetch]) -> list:
 def load_many(prefetches: list[Prefetch], sched):
     """One host-to-device copy for `prefetches` (on the link HiCache's loads use, after
     them: its finish covers them). Returns the copy (a fence, and its bytes) or None."""
-    todo = [pf for pf in prefetches if pf.load is None and pf.slots.size]
+    todo = [pf for pf in prefetches if _to_load(pf)]
     if not todo:
         return None
     spans = []
