@@ -165,3 +165,49 @@ def test_a_stream_waiting_on_an_event_blocks_until_the_copies_landed():
     threading.Timer(0.05, gate.set).start()
     torch.cpu.current_stream().wait_event(ev)   # returns only after the copy
     assert torch.equal(host.device_k_buffers[0][7], host.k_buffer[0, 3])
+
+
+def test_a_pipemax_load_is_one_job_for_every_layer_and_others_stay_per_layer():
+    """Inside owned_indices(h, d, layers) SGLang's per-layer calls for exactly h and d submit
+    one job, at the first call, that loads all `layers`; later calls add nothing. Another
+    transfer in the same window is still a job a layer; without `layers` (a write) the
+    owned tensors are loaded layer by layer too."""
+    host = _host("layer_first")
+    for layer in range(L):
+        host.k_buffer[layer, :8] = torch.arange(8.0).view(8, 1, 1).expand(8, H, D) + 100 * layer
+    h2d, _ = cpu_backend.Links.get()
+    own_h, own_d = torch.tensor([1, 2]), torch.tensor([10, 11])
+    other_h, other_d = torch.tensor([3, 4]), torch.tensor([20, 21])
+    start = h2d.tail()
+    with cpu_backend.owned_indices(own_h, own_d, layers=L):
+        cpu_backend.load_to_device_per_layer(host, None, own_h, own_d, 0, "kernel")
+        assert h2d.tail() == start + 1                # every layer's copy is queued at layer 0
+        for layer in range(1, L):
+            cpu_backend.load_to_device_per_layer(host, None, own_h, own_d, layer, "kernel")
+        assert h2d.tail() == start + 1
+        for layer in range(L):
+            cpu_backend.load_to_device_per_layer(host, None, other_h, other_d, layer, "kernel")
+        assert h2d.tail() == start + 1 + L            # not PipeMax's: a job a layer
+    cpu_backend.Links.drain()
+    for layer in range(L):
+        assert host.device_k_buffers[layer][10:12, 0, 0].tolist() == [1 + 100 * layer, 2 + 100 * layer]
+        assert host.device_k_buffers[layer][20:22, 0, 0].tolist() == [3 + 100 * layer, 4 + 100 * layer]
+    start = h2d.tail()
+    with cpu_backend.owned_indices(own_h, own_d):     # no layer count: per layer, as SGLang asks
+        for layer in range(L):
+            cpu_backend.load_to_device_per_layer(host, None, own_h, own_d, layer, "kernel")
+    assert h2d.tail() == start + L
+    cpu_backend.Links.drain()
+
+
+def test_a_pipemax_load_copies_only_the_layers_the_engine_asks_for():
+    host = _host("layer_first")
+    host.k_buffer[:, :4] = 7.0
+    own_h, own_d = torch.tensor([1, 2]), torch.tensor([10, 11])
+    for buf in host.device_k_buffers:
+        buf.zero_()
+    with cpu_backend.owned_indices(own_h, own_d, layers=L - 1):
+        for layer in range(L - 1):
+            cpu_backend.load_to_device_per_layer(host, None, own_h, own_d, layer, "kernel")
+    cpu_backend.Links.drain()
+    assert [host.device_k_buffers[layer][10, 0, 0].item() for layer in range(L)] == [7.0] * (L - 1) + [0.0]

@@ -193,11 +193,13 @@ class CopierEvent:
         copier gets a barrier job that waits for the other copiers' marks (its own are
         before the barrier already, FIFO), so the scheduler thread does not block, as a CUDA
         stream wait does not block the host. No cycle: a barrier waits only for jobs
-        submitted before it. (Compute waits go through Stream.wait_event, which blocks:
-        on CPU the work after it runs in the scheduler thread.)"""
+        submitted before it. Marks already done need no barrier (a barrier a copy was a
+        lock and a copier wake-up of scheduler time, and most marks are done by then).
+        (Compute waits go through Stream.wait_event, which blocks: on CPU the work after it
+        runs in the scheduler thread.)"""
         used = getattr(CopierEvent._local, "used", None) or {}
         for copier in used.values():
-            others = [(c, seq) for c, seq in self._marks if c is not copier]
+            others = [(c, seq) for c, seq in self._marks if c is not copier and not c.done(seq)]
             if others:
                 copier.submit(lambda others=others: [c.wait(seq, count_stall=False) for c, seq in others],
                               0, barrier=True)

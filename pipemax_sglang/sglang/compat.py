@@ -265,12 +265,13 @@ def _l2(sched, host_idx, dev_idx):
                            host_indices=h, device_indices=d)]
 
 
-def _own(transfers):
+def _own(transfers, layers: int | None = None):
     """PipeMax's copies' index tensors, which no one writes again: the CPU copier reads
-    them without a copy of its own (cpu_backend.owned_indices; not used on a GPU)."""
+    them without a copy of its own, and a load of `layers` layers is one job (cpu_backend.
+    owned_indices; not used on a GPU)."""
     from pipemax_sglang.sglang.cpu_backend import owned_indices
 
-    return owned_indices(transfers[0].host_indices, transfers[0].device_indices)
+    return owned_indices(transfers[0].host_indices, transfers[0].device_indices, layers)
 
 
 class KVCopy(NamedTuple):
@@ -307,7 +308,7 @@ def copy_to_device(sched, host_idx, dev_idx) -> KVCopy:
     eng = cc.l2_transfer_engine
     if cc.load_fence_stream is not None:
         eng.host_to_device_stream.wait_stream(cc.load_fence_stream)
-    with _own(transfers):
+    with _own(transfers, cc.transfer_layer_id_max):
         done = eng.submit_host_to_device(transfers, transfer_layer_id_max=cc.transfer_layer_id_max)
     return KVCopy(done.finish_event, len(dev_idx) * host_pool(sched).get_size_per_token())
 

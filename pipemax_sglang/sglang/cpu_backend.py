@@ -125,20 +125,38 @@ def _frozen_indices(host, host_indices, device_indices, layer_id: int):
     return hidx, didx
 
 
-_owned: tuple | None = None     # (host, device) index tensors of the copy PipeMax is submitting
+class _Owned:
+    """The copy PipeMax is submitting (owned_indices): its index tensors, the layers SGLang's
+    engine will ask to load, and whether the one job that loads them all was submitted."""
+    __slots__ = ("host", "device", "layers", "loaded")
+
+    def __init__(self, host, device, layers: int | None) -> None:
+        self.host, self.device, self.layers, self.loaded = host, device, layers, False
+
+    def covers(self, host_indices, device_indices) -> bool:
+        return host_indices is self.host and device_indices is self.device
+
+
+_owned: _Owned | None = None     # the copy PipeMax is submitting, if any
 
 
 @contextlib.contextmanager
-def owned_indices(host_indices, device_indices) -> Iterator[None]:
+def owned_indices(host_indices, device_indices, layers: int | None = None) -> Iterator[None]:
     """Around the submission of one of PipeMax's own copies (compat.copy_to_host and
     copy_to_device): its index tensors are never written again (a fresh gather, or spans of
     an allocation's result, which PipeMax's host copies already rely on never changing,
     kv_moves.HostCopy), so the copier may read them later as they are: a defensive copy of
     each was ~40 us of scheduler time a copy on our hosts. Only those very tensors, passed
     through SGLang's transfer engine unchanged, are read without a copy; anything else
-    (SGLang's own transfers, or tensors the engine made) is copied as always."""
+    (SGLang's own transfers, or tensors the engine made) is copied as always.
+
+    A load of PipeMax's (`layers`: the engine's transfer_layer_id_max, the layers it will
+    ask for) is also one job for all of them, submitted at the engine's first per-layer
+    call: PipeMax fences on a load as a whole, never layer by layer (compat.copy_to_device),
+    and a job a layer was a lock, a copier wake-up and a closure each, ~25 us of scheduler
+    time a layer on our hosts."""
     global _owned
-    _owned = (host_indices, device_indices)
+    _owned = _Owned(host_indices, device_indices, layers)
     try:
         yield
     finally:
@@ -148,7 +166,7 @@ def owned_indices(host_indices, device_indices) -> Iterator[None]:
 def _stable(host_indices, device_indices) -> tuple[torch.Tensor, torch.Tensor]:
     """int64 index tensors the copier may read later: the given ones where they are
     PipeMax's own (owned_indices), else copies."""
-    if _owned is not None and host_indices is _owned[0] and device_indices is _owned[1]:
+    if _owned is not None and _owned.covers(host_indices, device_indices):
         return host_indices.to(torch.int64), device_indices.to(torch.int64)
     return host_indices.to(torch.int64, copy=True), device_indices.to(torch.int64, copy=True)
 
@@ -174,18 +192,32 @@ def _layers(host) -> tuple[list, list[int]]:
 def load_to_device_per_layer(
     self, device_pool, host_indices, device_indices, layer_id, io_backend, *, is_draft=False
 ):
-    """H2D for one layer (SGLang calls it layer by layer while the forward proceeds)."""
+    """H2D for one layer (SGLang calls it layer by layer while the forward proceeds); a load
+    of PipeMax's own is one job for every layer, at the first call (owned_indices)."""
     if not is_draft and not 0 <= layer_id < self.target_layer_num:
         return
+    own = _owned
+    if own is not None and own.layers is not None and not is_draft and own.covers(host_indices, device_indices):
+        if not own.loaded:
+            own.loaded = True
+            hidx, didx = _stable(host_indices, device_indices)
+            _load_layers(self, hidx, didx, range(min(own.layers, self.target_layer_num)))
+        return
     hidx, didx = _frozen_indices(self, host_indices, device_indices, layer_id)
+    _load_layers(self, hidx, didx, (layer_id,))
+
+
+def _load_layers(self, hidx, didx, layers) -> None:
+    """One H2D job: tokens `hidx` of host pool `self` into device slots `didx` (int64 tensors
+    no one writes again), for each of `layers`."""
     pairs, per_token = _layers(self)
-    layer = pairs[layer_id]
 
     def copy() -> None:
-        for host_buf, dev_buf in layer:
-            dev_buf[didx] = host_buf[_host_rows(self, host_buf, layer_id, hidx)]
+        for layer in layers:
+            for host_buf, dev_buf in pairs[layer]:
+                dev_buf[didx] = host_buf[_host_rows(self, host_buf, layer, hidx)]
 
-    _submit(Links.get()[0], copy, per_token[layer_id] * didx.shape[0])
+    _submit(Links.get()[0], copy, sum(per_token[layer] for layer in layers) * didx.shape[0])
 
 
 def backup_from_device_all_layer(self, device_pool, host_indices, device_indices, io_backend):
