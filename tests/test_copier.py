@@ -141,20 +141,25 @@ def test_a_wait_on_copies_already_done_adds_no_barrier():
     """A copy stream waiting on an event whose copies have landed needs no ordering job:
     the waiting copier's queue gets nothing (a barrier was scheduler time a copy)."""
     d2h, h2d = LinkCopier("d2h-done"), LinkCopier("h2d-done")
-    d2h.submit(lambda: None, 0)
-    d2h.drain()
-    CopierEvent.note_use(d2h)
-    CopierEvent.note_use(h2d)
-    ev = CopierEvent()
-    ev.record()
-    before = h2d.tail()
-    ev.wait(stream=object())
-    assert h2d.tail() == before                      # nothing queued behind the done write
-    gate = threading.Event()
-    d2h.submit(gate.wait, 0)                         # a write still on the wire
-    ev2 = CopierEvent()
-    ev2.record()
-    ev2.wait(stream=object())
-    assert h2d.tail() == before + 1                  # this one is ordered by a barrier
-    gate.set()
-    h2d.drain()
+    saved = getattr(CopierEvent._local, "used", None)
+    CopierEvent._local.used = {}                     # only these two copiers, whatever ran before
+    try:
+        d2h.submit(lambda: None, 0)
+        d2h.drain()
+        CopierEvent.note_use(d2h)
+        CopierEvent.note_use(h2d)
+        ev = CopierEvent()
+        ev.record()
+        before = h2d.tail()
+        ev.wait(stream=object())
+        assert h2d.tail() == before                  # nothing queued behind the done write
+        gate = threading.Event()
+        d2h.submit(gate.wait, 0)                     # a write still on the wire
+        ev2 = CopierEvent()
+        ev2.record()
+        ev2.wait(stream=object())
+        assert h2d.tail() == before + 1              # this one is ordered by a barrier
+        gate.set()
+        h2d.drain()
+    finally:
+        CopierEvent._local.used = saved

@@ -200,7 +200,9 @@ def test_a_pipemax_load_is_one_job_for_every_layer_and_others_stay_per_layer():
     cpu_backend.Links.drain()
 
 
-def test_a_pipemax_load_copies_only_the_layers_the_engine_asks_for():
+def test_a_pipemax_load_copies_the_layers_it_was_given_and_no_more():
+    """`layers` (compat passes the engine's transfer_layer_id_max) bounds the one job: a
+    stage whose engine asks for fewer layers than the host pool holds loads only those."""
     host = _host("layer_first")
     host.k_buffer[:, :4] = 7.0
     own_h, own_d = torch.tensor([1, 2]), torch.tensor([10, 11])

@@ -194,7 +194,8 @@ class CopierEvent:
         before the barrier already, FIFO), so the scheduler thread does not block, as a CUDA
         stream wait does not block the host. No cycle: a barrier waits only for jobs
         submitted before it. Marks already done need no barrier (a barrier a copy was a
-        lock and a copier wake-up of scheduler time, and most marks are done by then).
+        lock and a copier wake-up of scheduler time, and most marks are done by then); a
+        copier that failed raises here, at the submission, rather than in a barrier.
         (Compute waits go through Stream.wait_event, which blocks: on CPU the work after it
         runs in the scheduler thread.)"""
         used = getattr(CopierEvent._local, "used", None) or {}

@@ -114,7 +114,8 @@ def _frozen_indices(host, host_indices, device_indices, layer_id: int):
     copy of a micro-batch's indices costs ~80 us, and every layer's would be scheduler time).
     A call with other tensors, or a layer not above the last one, is a new transfer and
     copies afresh (so tensors a caller refilled for a second transfer are read again).
-    PipeMax's own copies' tensors (owned_indices) are read as they are."""
+    PipeMax's own tensors (owned_indices) are read as they are (its loads do not come here:
+    they are one job, _load_layers)."""
     last = getattr(host, "_pipemax_frozen", None)
     if (last is not None and last[0] is host_indices and last[1] is device_indices
             and layer_id > last[4]):
@@ -150,9 +151,9 @@ def owned_indices(host_indices, device_indices, layers: int | None = None) -> It
     through SGLang's transfer engine unchanged, are read without a copy; anything else
     (SGLang's own transfers, or tensors the engine made) is copied as always.
 
-    A load of PipeMax's (`layers`: the engine's transfer_layer_id_max, the layers it will
-    ask for) is also one job for all of them, submitted at the engine's first per-layer
-    call: PipeMax fences on a load as a whole, never layer by layer (compat.copy_to_device),
+    A load of PipeMax's (`layers`: the transfer_layer_id_max that compat.copy_to_device
+    passes to the engine too, so the layers its per-layer calls would ask for) is also one
+    job for all of them, submitted at the engine's first per-layer call: PipeMax fences on a load as a whole, never layer by layer (compat.copy_to_device),
     and a job a layer was a lock, a copier wake-up and a closure each, ~25 us of scheduler
     time a layer on our hosts."""
     global _owned
