@@ -153,9 +153,10 @@ def owned_indices(host_indices, device_indices, layers: int | None = None) -> It
 
     A load of PipeMax's (`layers`: the transfer_layer_id_max that compat.copy_to_device
     passes to the engine too, so the layers its per-layer calls would ask for) is also one
-    job for all of them, submitted at the engine's first per-layer call: PipeMax fences on a load as a whole, never layer by layer (compat.copy_to_device),
-    and a job a layer was a lock, a copier wake-up and a closure each, ~25 us of scheduler
-    time a layer on our hosts."""
+    job for all of them, submitted at the engine's first per-layer call: PipeMax fences on
+    a load as a whole, never layer by layer (compat.copy_to_device), and a job a layer was
+    a lock, a copier wake-up and a closure each, ~25 us of scheduler time a layer on our
+    hosts."""
     global _owned
     _owned = _Owned(host_indices, device_indices, layers)
     try:
