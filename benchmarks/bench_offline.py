@@ -9,7 +9,8 @@ workload on the real stack, same model and pp size, every M a user could pick:
 each at M = P, P + 1, P + 2 micro-batches (pp_async_batch_depth 0, 1, 2), in interleaved
 rounds (--repeat N). The baseline is stock at its best M, the ceiling its best M with ample
 KV, PipeMax at its best M; "no harm" is PipeMax over stock at each M and KV where PipeMax
-moved nothing (the median of each round's back-to-back pair).
+moved nothing (the median of each round's back-to-back pair; each round alternates which of a
+pair runs first).
 
     python benchmarks/bench_offline.py [--quick] [--repeat N] [--pp-size 2] [--depth 2]
         [--cap 0.5] [--extra-cap 0.25] [--emulate-link-gbps X]
@@ -248,10 +249,17 @@ def main() -> None:
         tag = f" #{r + 1}" if args.repeat > 1 else ""
         for d in depths:
             m = f"M={mbs[d]}"
-            runs[d]["ceiling"].append(go(f"ceiling {m} (stock, ample){tag}", engine(None, False, d)))
-            runs[d]["stock"].append(go(f"stock {m} (cap {args.cap:g}){tag}", engine(args.cap, False, d)))
-            runs[d]["pipemax"].append(go(f"pipemax {m} (cap {args.cap:g}){tag}", engine(args.cap, True, d)))
-            runs[d]["pipemax_ample"].append(go(f"pipemax {m} (ample){tag}", engine(None, True, d)))
+            # each ratio the record reports pairs two runs back to back (stock and PipeMax at
+            # one KV), and which of the two goes first alternates by round: on this shared
+            # machine a run's speed follows the minutes around it, so a pair split by other
+            # runs (the ceiling once ran three runs before PipeMax at ample KV) or always in
+            # one order measures the machine as much as PipeMax
+            for cap, pair in ((None, [("ceiling", f"ceiling {m} (stock, ample)", False),
+                                      ("pipemax_ample", f"pipemax {m} (ample)", True)]),
+                              (args.cap, [("stock", f"stock {m} (cap {args.cap:g})", False),
+                                          ("pipemax", f"pipemax {m} (cap {args.cap:g})", True)])):
+                for kind, name, pm_on in (pair if r % 2 == 0 else pair[::-1]):
+                    runs[d][kind].append(go(name + tag, engine(cap, pm_on, d)))
     med = {d: {k: median_run(runs[d][k]) for k in kinds} for d in depths}
     ceiling, stock, pm = (med[depth][k] for k in ("ceiling", "stock", "pipemax"))
     calib = med[0]["pipemax_ample"]      # ample KV, M = pp: SGLang's own path, timed
@@ -344,8 +352,8 @@ def main() -> None:
         record["link_bound_tok_s"] = pp * args.emulate_link_gbps * 1e9 / (mean_ctx * kv_tok)
         record["fraction_of_link_bound"] = pm["tok_s"] / record["link_bound_tok_s"]
     if args.repeat > 1:
-        # a round runs its three back to back, so its ratios see one speed of a shared
-        # machine; the medians above pair runs from different rounds
+        # a round runs its four within minutes, so its ratios see about one speed of a
+        # shared machine; the medians above pair runs from different rounds
         fr = [x["pipemax"] / x["ceiling"] for x in record["rounds"]]
         rr = [x["pipemax"] / x["stock"] for x in record["rounds"]]
         record["round_fraction_of_ceiling_median"] = statistics.median(fr)
