@@ -250,10 +250,9 @@ def main() -> None:
         for d in depths:
             m = f"M={mbs[d]}"
             # each ratio the record reports pairs two runs back to back (stock and PipeMax at
-            # one KV), and which of the two goes first alternates by round: on this shared
+            # one KV), and which of the two goes first alternates by round: on a shared
             # machine a run's speed follows the minutes around it, so a pair split by other
-            # runs (the ceiling once ran three runs before PipeMax at ample KV) or always in
-            # one order measures the machine as much as PipeMax
+            # runs, or always in one order, measures the machine as much as PipeMax
             for cap, pair in ((None, [("ceiling", f"ceiling {m} (stock, ample)", False),
                                       ("pipemax_ample", f"pipemax {m} (ample)", True)]),
                               (args.cap, [("stock", f"stock {m} (cap {args.cap:g})", False),
