@@ -70,9 +70,9 @@ class StepCostModel:
     `min_samples` valid samples are in the window; equal sample sequences, asked at the
     same points, give equal fits (the fit is a function of the window when it was made).
     The fit is refreshed once `refit_every` samples arrived since the last one, not on
-    every step: the scheduler asks at every turn, a robust fit costs milliseconds (it was
-    a fifth of a CPU stage's loop when refitted per step), and a window of hundreds of
-    steps barely moves in a few.
+    every step: the scheduler asks at every turn, a robust fit of a full window costs
+    ~1 ms on our CPU hosts (it was a fifth of a CPU stage's loop when refitted per step),
+    and a window of hundreds of steps barely moves in a few.
     """
 
     def __init__(self, prior: StepCost, window: int = 256, min_samples: int = 16,

@@ -67,8 +67,8 @@ class MovePriceFit:
     run's mean turn (both prices scale with what was measured, only the split between them
     comes from the anchor where the samples do not decide it). Refitted once `refit_every`
     turns arrived since the last fit, not at every turn: a fit of a full window costs the
-    scheduler ~5-10 ms on our CPU hosts, and a window of hundreds of turns barely moves in
-    a few (as the step model, cost_model.StepCostModel)."""
+    scheduler ~1 ms on our CPU hosts, and a window of hundreds of turns barely moves in a
+    few (as the step model, cost_model.StepCostModel)."""
 
     def __init__(self, window: int = 256, min_moves: int = MOVES_TO_PRICE,
                  turn_share_moves: float = TURN_SHARE_MOVES, refit_every: int = 32) -> None:

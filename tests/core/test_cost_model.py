@@ -223,3 +223,15 @@ def test_nnls_ridge_equals_the_minimum_over_every_support_where_it_exits_early_a
                                 (z * w[:, None]).T @ y + mu * prior * scale)
         kinds["feasible" if np.all(whole >= 0) else "clipped"] += 1
     assert kinds["feasible"] >= 20 and kinds["clipped"] >= 20, kinds
+
+
+def test_the_fits_median_is_numpys_bit_for_bit():
+    """The robust scale's median (a partition, not np.median's dispatch) must give the same
+    float as np.median for odd and even lengths, ties and wide ranges: a fit is a function
+    of its window, and every stage's fits must agree with the recorded ones on replay."""
+    from pipemax_sglang.core.fitting import _median
+    rng = np.random.default_rng(11)
+    for n in range(1, 200):
+        for a in (rng.standard_normal(n) * 1e-6, rng.standard_normal(n) * 1e6,
+                  rng.integers(0, 3, n).astype(float), np.full(n, 0.1)):
+            assert _median(a) == float(np.median(a)), (n, a)
