@@ -34,8 +34,10 @@ at --depth's M the older keys (ceiling_tok_s, stock_tok_s, pipemax_tok_s, ratio,
 step_samples) for benchmarks/validate_sim.py, with `calibration_step_samples` from PipeMax
 at ample KV and M = pp, where nothing presses, drains or parks, so SGLang's own path runs
 (stock SGLang records no steps). Each run is its own process (a fresh engine; a crash fails
-that line, not the run). Throughput is output tokens over the generate call's wall time,
-engine start excluded. Single runs of a few seconds swing by +-15% on these shared machines
+that line, not the run). Throughput is output tokens over the timed generate call's wall
+time; engine start and an untimed warm-up batch of 4 short requests before it are excluded
+(whatever a process's first requests pay for lazy initialisation stays out of it; at this
+size none showed here; the stages' counters include the warm-up). Single runs of a few seconds swing by +-15% on these shared machines
 (and by half in a bad spell): hence rounds, medians, and ratios of back-to-back pairs.
 """
 
@@ -72,6 +74,9 @@ def read_trace(path: str) -> list[tuple[int, int]]:
 
 
 # ---- one configuration, in a child process ---------------------------------------------------
+WARMUP = 4      # requests of the untimed warm-up batch
+
+
 def worker(spec: dict) -> dict:
     sys.path.insert(0, str(ROOT))
     from pipemax_sglang import Engine
@@ -81,6 +86,11 @@ def worker(spec: dict) -> dict:
     params = [{"temperature": 0.0, "max_new_tokens": o, "ignore_eos": True} for _, o in spec["lengths"]]
     engine = Engine(model_path=spec["model"], log_level="error", **spec["engine"])
     try:
+        # whatever a process's first requests pay for lazy initialisation (imports, first
+        # allocations, first calls of an op) stays out of the timed batch, the same for every
+        # configuration (a guard: at this size no first-call cost showed on our hosts)
+        engine.generate(input_ids=[[rng.randrange(4, spec["vocab"]) for _ in range(16)] for _ in range(WARMUP)],
+                        sampling_params={"temperature": 0.0, "max_new_tokens": 8, "ignore_eos": True})
         t0 = time.perf_counter()
         outs = engine.generate(input_ids=prompts, sampling_params=params)
         wall = time.perf_counter() - t0
