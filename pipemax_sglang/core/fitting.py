@@ -45,7 +45,7 @@ def nnls_ridge(x: np.ndarray, y: np.ndarray, w: np.ndarray, prior: np.ndarray,
 class _Ridge:
     """nnls_ridge for one (x, y, prior) and any weights: the scaling, computed once for the
     IRLS loop's dozen solves (a refit runs on the scheduler's thread, so its cost is a
-    stage's: ~2 ms a refit here before, most of it redone per solve)."""
+    stage's: 1.4-2 ms a refit of a full window here before, most of it redone per solve)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, prior: np.ndarray) -> None:
         p = x.shape[1]
