@@ -37,8 +37,9 @@ at ample KV and M = pp, where nothing presses, drains or parks, so SGLang's own 
 that line, not the run). Throughput is output tokens over the timed generate call's wall
 time; engine start and an untimed warm-up batch of 4 short requests before it are excluded
 (whatever a process's first requests pay for lazy initialisation stays out of it; at this
-size none showed here; the stages' counters include the warm-up). Single runs of a few seconds swing by +-15% on these shared machines
-(and by half in a bad spell): hence rounds, medians, and ratios of back-to-back pairs.
+size none showed here; the stages' counters include the warm-up). Single runs of a few
+seconds swing by +-15% on these shared machines (and by half in a bad spell): hence rounds,
+medians, and ratios of back-to-back pairs.
 """
 
 from __future__ import annotations
