@@ -113,6 +113,7 @@ class FakeCopy:
     def synchronize(self):
         self.waited = True
         self.finished = True
+        self.syncs = getattr(self, "syncs", 0) + 1
 
 
 class FakeSched:
@@ -137,19 +138,30 @@ def test_what_a_park_holds_goes_back_by_turn_after_its_copy():
     frees.add(5, copy, torch.empty(0, dtype=torch.int64), "prompt-lock")
     frees.add(3, None, torch.tensor([9]))             # no copy reads it
     copy.finished = True                              # done, but its turn has not come
-    assert frees.reap(sched, upto_turn=4) == 1
+    assert frees.due(4) and not frees.due(2)
+    assert frees.reap(sched, upto_turn=4)[0] == 1
     assert sched.freed == [9] and sched.unlocked == []
     copy.finished = False                             # its turn has come: wait for the copy
-    assert frees.reap(sched, upto_turn=5) == 3
+    assert frees.reap(sched, upto_turn=5)[0] == 3
     assert copy.waited
     assert sorted(sched.freed) == [3, 4, 5, 9] and sched.unlocked == ["prompt-lock"]
     assert frees.items == []
 
 
+def test_a_parks_entries_wait_for_their_one_copy_once():
+    sched, frees, copy = FakeSched(), DeferredFrees(), FakeCopy()
+    frees.add(2, copy, torch.tensor([1, 2, 3]))
+    for lock in ("a", "b", "c"):                      # each parked request's prompt lock
+        frees.add(2, copy, torch.empty(0, dtype=torch.int64), lock)
+    freed, waited = frees.reap(sched)
+    assert copy.syncs == 1 and freed == 3 and waited >= 0.0
+    assert sched.unlocked == ["a", "b", "c"] and frees.items == []
+
+
 def test_a_reap_of_everything_finishes_every_copy_first():
     sched, frees, copy = FakeSched(), DeferredFrees(), FakeCopy()
     frees.add(7, copy, torch.tensor([1, 2]), "lock")
-    assert frees.reap(sched) == 2
+    assert frees.reap(sched)[0] == 2
     assert copy.waited and sched.freed == [1, 2] and sched.unlocked == ["lock"]
 
 

@@ -55,6 +55,7 @@ Invariants kept here, and why they hold:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -270,24 +271,30 @@ class DeferredFrees:
         if slots.shape[0] or lock is not None:
             self.items.append((turn, copy, slots, lock))
 
-    def reap(self, sched, upto_turn: int | None = None) -> int:
+    def due(self, upto_turn: int | None = None) -> bool:
+        """Whether reap(sched, upto_turn) would release anything."""
+        return any(upto_turn is None or e[0] <= upto_turn for e in self.items)
+
+    def reap(self, sched, upto_turn: int | None = None) -> tuple[int, float]:
         """Release the entries added at or before `upto_turn` (None: all), after their
-        copies."""
-        freed, left = [], []
-        for turn, copy, slots, lock in self.items:
-            if upto_turn is None or turn <= upto_turn:
-                if copy is not None:
-                    copy.synchronize()
-                freed.append(slots)
-                if lock is not None:
-                    sched.tree_cache.unlock(lock)
-            else:
-                left.append((turn, copy, slots, lock))
-        self.items = left
-        freed = [s for s in freed if s.shape[0]]
+        copies. Returns (slots freed, seconds waited for copies): the rest of a reap (the
+        frees, a tree unlock per parked request) is scheduler work the caller charges to
+        the moves; a park's entries share its one copy, waited for once."""
+        due = [e for e in self.items if upto_turn is None or e[0] <= upto_turn]
+        if not due:
+            return 0, 0.0
+        self.items = [e for e in self.items if not (upto_turn is None or e[0] <= upto_turn)]
+        start = time.perf_counter()
+        for copy in {id(e[1]): e[1] for e in due if e[1] is not None}.values():
+            copy.synchronize()
+        waited = time.perf_counter() - start
+        for _, _, _, lock in due:
+            if lock is not None:
+                sched.tree_cache.unlock(lock)
+        freed = [e[2] for e in due if e[2].shape[0]]
         if freed:
             sched.token_to_kv_pool_allocator.free(torch.cat(freed) if len(freed) > 1 else freed[0])
-        return sum(s.shape[0] for s in freed)
+        return sum(s.shape[0] for s in freed), waited
 
 
 def new_host_tokens(req) -> int:

@@ -79,6 +79,7 @@ class PipeMaxStage:
         self.M = ranks.pp_size + ranks.pp_async_batch_depth if ranks.pp_size > 1 else 1
         self.turn = 0
         self.move_fit = MovePriceFit()   # the scheduler's price of moves, by turn
+        self._in_move = 0                # depth of _moving: a move being timed
         self._priced = (0, 0.0)          # moves and move seconds at the last sample
         self.pool: dict[str, ParkedReq] = {}                  # admission order kept
         self.tasks: list[PipeMaxPlan] = []                    # rejoins not yet prefetched
@@ -138,10 +139,12 @@ class PipeMaxStage:
         start = time.perf_counter()
         waited = self.stats.copy_wait_s
         cpu = time.thread_time()
+        self._in_move += 1
         try:
             with platform.serial_ops():
                 yield
         finally:
+            self._in_move -= 1
             self.stats.kv_move_cpu_s += time.thread_time() - cpu
             dt = time.perf_counter() - start - (self.stats.copy_wait_s - waited)
             self.stats.kv_move_s += dt
@@ -165,12 +168,17 @@ class PipeMaxStage:
         (DeferredFrees). Held longer (a micro-batch cycle), the parked requests' old slots
         and the rejoining ones' new slots together filled a small pool and nothing new was
         admitted. Waiting for those copies here is also what orders a load after the park
-        copy that wrote the host slots it reads (kv_moves' invariants)."""
-        if not self.frees.items:
+        copy that wrote the host slots it reads (kv_moves' invariants). Only the wait for
+        those copies is copy_wait_s; the frees and the tree unlocks are the moves' own work,
+        timed as such here where no move is being timed already."""
+        upto = None if wait else self.turn - 1
+        if not self.frees.due(upto):
             return
-        start = time.perf_counter()
-        self.frees.reap(self.sched, None if wait else self.turn - 1)
-        self.stats.copy_wait_s += time.perf_counter() - start
+        if self._in_move:
+            self.stats.copy_wait_s += self.frees.reap(self.sched, upto)[1]
+            return
+        with self._moving("park"):
+            self.stats.copy_wait_s += self.frees.reap(self.sched, upto)[1]
 
     def _reap_writes(self) -> None:
         """Wait for HiCache's write-throughs (their nodes become evictable with the ack)."""
