@@ -40,6 +40,53 @@ def test_moves_are_timed_into_the_stats():
     assert d["kv_move_ms"] == 1e3 * stage.stats.kv_move_s / 4
 
 
+def test_a_reap_charges_its_wait_to_copy_wait_and_its_releases_to_the_moves(monkeypatch):
+    """Releasing what a park held (an allocator free, a tree unlock a parked request) is the
+    park's own work; only waiting for its copy is copy_wait_s. Both outside a move (the
+    reap before a turn) and inside one (timed once, by the move around it). A fake clock:
+    the copy's wait takes 2 s, an unlock 1 s."""
+    import time
+
+    import torch
+
+    from pipemax_sglang.sglang.kv_moves import DeferredFrees
+
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+
+    class SlowCopy:
+        def synchronize(self):
+            now[0] += 2.0
+
+    class Sched:
+        def __init__(self):
+            self.tree_cache, self.token_to_kv_pool_allocator = self, self
+
+        def unlock(self, lock):
+            now[0] += 1.0
+
+        def free(self, idx):
+            pass
+
+    stage = PipeMaxStage.__new__(PipeMaxStage)
+    stage.stats, stage.sched, stage.turn, stage.frees = PipeMaxStats(), Sched(), 5, DeferredFrees()
+    copy = SlowCopy()
+    stage.frees.add(3, copy, torch.tensor([1, 2]))
+    stage.frees.add(3, copy, torch.empty(0, dtype=torch.int64), "lock-a")
+    stage.frees.add(3, copy, torch.empty(0, dtype=torch.int64), "lock-b")
+    stage.frees.add(9, copy, torch.tensor([3]))         # a later turn's: not due
+    stage._reap_frees()
+    assert len(stage.frees.items) == 1
+    assert stage.stats.copy_wait_s == 2.0                 # the one copy, waited for once
+    assert stage.stats.kv_move_s == stage.stats.move_phase_s["park"] == 2.0   # two unlocks
+    stage._reap_frees()                                   # nothing due: nothing timed
+    assert stage.stats.kv_move_s == 2.0
+    with stage._moving("issue"):                          # inside a move: timed by it alone
+        stage._reap_frees(wait=True)
+    assert stage.frees.items == [] and stage.stats.copy_wait_s == 4.0
+    assert stage.stats.move_phase_s == {"park": 2.0, "issue": 0.0} and stage.stats.kv_move_s == 2.0
+
+
 def test_no_moves_report_no_price():
     assert PipeMaxStats().to_dict()["kv_move_ms"] == 0.0
 

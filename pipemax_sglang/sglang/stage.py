@@ -72,6 +72,8 @@ _DEBUG = env.debug()
 
 
 class PipeMaxStage:
+    _in_move = 0                         # depth of _moving: a move is being timed
+
     def __init__(self, sched, config: PipeMaxConfig, ranks: compat.StageRanks) -> None:
         self.sched = sched
         self.config = config
@@ -79,7 +81,6 @@ class PipeMaxStage:
         self.M = ranks.pp_size + ranks.pp_async_batch_depth if ranks.pp_size > 1 else 1
         self.turn = 0
         self.move_fit = MovePriceFit()   # the scheduler's price of moves, by turn
-        self._in_move = 0                # depth of _moving: a move being timed
         self._priced = (0, 0.0)          # moves and move seconds at the last sample
         self.pool: dict[str, ParkedReq] = {}                  # admission order kept
         self.tasks: list[PipeMaxPlan] = []                    # rejoins not yet prefetched
