@@ -158,6 +158,18 @@ def test_a_parks_entries_wait_for_their_one_copy_once():
     assert sched.unlocked == ["a", "b", "c"] and frees.items == []
 
 
+def test_a_copy_that_failed_leaves_its_entries_to_reap():
+    class Failed(FakeCopy):
+        def synchronize(self):
+            raise RuntimeError("copier failed")
+
+    sched, frees = FakeSched(), DeferredFrees()
+    frees.add(1, Failed(), torch.tensor([4, 5]), "lock")
+    with pytest.raises(RuntimeError):
+        frees.reap(sched)
+    assert len(frees.items) == 1 and sched.freed == [] and sched.unlocked == []
+
+
 def test_a_reap_of_everything_finishes_every_copy_first():
     sched, frees, copy = FakeSched(), DeferredFrees(), FakeCopy()
     frees.add(7, copy, torch.tensor([1, 2]), "lock")

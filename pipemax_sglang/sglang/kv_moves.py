@@ -283,11 +283,11 @@ class DeferredFrees:
         due = [e for e in self.items if upto_turn is None or e[0] <= upto_turn]
         if not due:
             return 0, 0.0
-        self.items = [e for e in self.items if not (upto_turn is None or e[0] <= upto_turn)]
         start = time.perf_counter()
         for copy in {id(e[1]): e[1] for e in due if e[1] is not None}.values():
-            copy.synchronize()
+            copy.synchronize()            # a copy that failed raises here, its entries kept
         waited = time.perf_counter() - start
+        self.items = [e for e in self.items if not (upto_turn is None or e[0] <= upto_turn)]
         for _, _, _, lock in due:
             if lock is not None:
                 sched.tree_cache.unlock(lock)
