@@ -271,23 +271,27 @@ class DeferredFrees:
         if slots.shape[0] or lock is not None:
             self.items.append((turn, copy, slots, lock))
 
+    @staticmethod
+    def _is_due(entry, upto_turn: int | None) -> bool:
+        return upto_turn is None or entry[0] <= upto_turn
+
     def due(self, upto_turn: int | None = None) -> bool:
         """Whether reap(sched, upto_turn) would release anything."""
-        return any(upto_turn is None or e[0] <= upto_turn for e in self.items)
+        return any(self._is_due(e, upto_turn) for e in self.items)
 
     def reap(self, sched, upto_turn: int | None = None) -> tuple[int, float]:
         """Release the entries added at or before `upto_turn` (None: all), after their
         copies. Returns (slots freed, seconds waited for copies): the rest of a reap (the
         frees, a tree unlock per parked request) is scheduler work the caller charges to
         the moves; a park's entries share its one copy, waited for once."""
-        due = [e for e in self.items if upto_turn is None or e[0] <= upto_turn]
+        due = [e for e in self.items if self._is_due(e, upto_turn)]
         if not due:
             return 0, 0.0
         start = time.perf_counter()
         for copy in {id(e[1]): e[1] for e in due if e[1] is not None}.values():
             copy.synchronize()            # a copy that failed raises here, its entries kept
         waited = time.perf_counter() - start
-        self.items = [e for e in self.items if not (upto_turn is None or e[0] <= upto_turn)]
+        self.items = [e for e in self.items if not self._is_due(e, upto_turn)]
         for _, _, _, lock in due:
             if lock is not None:
                 sched.tree_cache.unlock(lock)

@@ -175,10 +175,7 @@ class PipeMaxStage:
         upto = None if wait else self.turn - 1
         if not self.frees.due(upto):
             return
-        if self._in_move:
-            self.stats.copy_wait_s += self.frees.reap(self.sched, upto)[1]
-            return
-        with self._moving("park"):
+        with contextlib.nullcontext() if self._in_move else self._moving("park"):
             self.stats.copy_wait_s += self.frees.reap(self.sched, upto)[1]
 
     def _reap_writes(self) -> None:
