@@ -406,17 +406,19 @@ class Decider:
                         admit_mbs=mode.admit_mbs)
 
     def quiet(self, view: TurnView, pool: list[PoolEntry]) -> TurnPlan | None:
-        """The plan when no one waits to come back (the caller checked), if this micro-batch's
-        rows stay (no drain, no stream); None: the full decision. Nothing parks and nothing
-        rejoins, so the plan carries admit_mbs alone, decided without the budget, the room or
-        the step-cost refit, none of which can change it (the cost is read only where a
-        pressed turn asks whether to stream). At M > P this is every turn of a batch that
-        fits: the full decision costs ~60 us a turn standalone, ~3x that inside the
-        scheduler. Its budget is 0: a plan that moves nothing is sent for its admit_mbs
-        alone and no budget is offered (stage.on_plan)."""
+        """The plan when no one waits to come back (the caller checked), if nothing of this
+        micro-batch parks: its rows stay (no drain, no stream), or it decoded none (a turn
+        of a micro-batch drained past the busy ones, at M > P the empty turns of every
+        cycle, two of four at M = 4 on pp 2); None: the full decision. Nothing parks and
+        nothing rejoins, so the plan carries admit_mbs alone, decided without the budget,
+        the room or the step-cost refit, none of which can change it (the cost is read
+        only where a pressed turn asks whether to stream). At M > P this is every turn of
+        a batch that fits: the full decision costs ~25-60 us a turn standalone, ~3x that
+        inside the scheduler. Its budget is 0: a plan that moves nothing is sent for its
+        admit_mbs alone and no budget is offered (stage.on_plan)."""
         pressed = self.pressure(view)
         mode = self.mode(view, pool, self.cost_model.current() if pressed else None)
-        if mode.parks_decode:
+        if mode.parks_decode and view.decode_rids:
             return None
         return TurnPlan(view.turn, view.mb, (), (), view.turn + view.num_mbs,
                         self.issue_turn(view), admit_mbs=mode.admit_mbs)
