@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipemax_sglang.core.move_price import fit_move_price
     from pipemax_sglang.models import ensure_tiny_model
 
+    from benchmarks.bench_offline import warn_strays
+
+    strays = warn_strays("bench_moves")
     model = ensure_tiny_model()
     grid = [(n, L) for n in ((1, 16, 64) if a.quick else (1, 16, 64, 256))
             for L in ((64, 512) if a.quick else (64, 512, 2048))]
@@ -158,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "move_turn_ms": 1e3 * price.turn_s if price else None,
         "move_us": 1e6 * price.move_s if price else None,
         "points": rows,
+        "stray_engine_pids": strays,
     }
     print(f"bench_moves: at 64 requests {out['us_per_move']:.1f} us per move (worst L), "
           f"{out['us_per_kv_mb']:.1f} us per KV MB")
